@@ -1,0 +1,90 @@
+"""The ``nast`` command line: one subcommand per pipeline stage.
+
+Each stage lives in its own module exposing::
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace, params: dict) -> int: ...
+
+Modules are imported only when their subcommand runs, so ``nast --help`` stays fast (no torch).
+Every subcommand takes ``--params`` (default ``params.yaml``), validated on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: subcommand -> (module, one-line help). Order = DAG order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-data": ("nast.demo.cli", "write the synthetic demo dataset in the MIMIC-CXR-JPG layout"),
+    "ingest": ("nast.ingest.cli", "read MIMIC-CXR-JPG / Open-i / demo into the cohort table (+ quarantine)"),
+    "permutations": ("nast.permutations", "NAST label permutations: k conditions, options A-D, correct letter"),
+    "mcq": ("nast.text.mcq", "write negated multiple-choice questions (template or LLM), each verified"),
+    "affirm": ("nast.text.affirm", "affirmative rewrites of the negated options, verified cue-free"),
+    "extract-claims": ("nast.text.claims", "extract (finding, polarity, location, severity) claims from any report CSV"),
+    "claims": ("nast.text.claims_stage", "extract claims from the cohort's reports"),
+    "contextual": ("nast.text.contextual", "true contextual captions and minimal-edit foils"),
+    "mednega": ("nast.text.mednega", "export/import the official MedNega-CXR JSON benchmark layout"),
+    "pretrain-base": ("nast.models.pretrain", "pretrain the tiny demo open_clip model (CLIP loss)"),
+    "trace": ("nast.trace.stage", "causal tracing effects (CTE) per text-encoder layer"),
+    "train": ("nast.train.stage", "train NAST or a baseline (LoRA through PEFT, alpha_l^beta gradient scaling)"),
+    "evaluate": ("nast.evaluate.stage", "evaluate a method: MCQ negated/affirmative, claims, retrieval, AUROC"),
+    "report": ("nast.report", "summary tables and plots over all evaluated methods"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nast", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def _stage_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"nast {name}", description=help_text)
+    parser.add_argument("--params", default="params.yaml", help="pipeline configuration (default: params.yaml)")
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    verbose = "-v" in argv[:1] or "--verbose" in argv[:1]
+    if verbose:
+        argv = argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.print_usage(sys.stderr)
+        print(f"nast: unknown command '{name}' (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    parser, module = _stage_parser(name)
+    args = parser.parse_args(rest)
+
+    from nast.config import ConfigError, load_params
+    from nast.errors import StageError
+
+    try:
+        params = load_params(args.params)
+        return int(module.run(args, params) or 0)
+    except (ConfigError, StageError) as exc:
+        print(f"nast {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Load and validate ``params.yaml`` against ``workflow/schemas/params.schema.yaml``.
+
+The same schema is used by the Snakefile (``snakemake.utils.validate``). A bad value stops with an
+error naming the key, e.g. ``params.yaml: trace.direction: 'sideways' is not one of ['caption', 'foil']``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the file and the key."""
+
+
+def schema_path() -> Path:
+    """The JSON schema shipped with the package (a copy of workflow/schemas/params.schema.yaml)."""
+    return Path(str(resources.files("nast") / "params.schema.yaml"))
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Validate a params mapping; raise :class:`ConfigError` naming the first bad key."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"{source}: {key}: {err.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return validate_params(params, source=str(path))
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """One section of validated params (KeyError names the section)."""
+    try:
+        return params[name]
+    except KeyError:
+        raise ConfigError(f"params.yaml: missing section '{name}'") from None
