@@ -1,0 +1,1 @@
+"""Report text: negation-aware reader (polarity checker, claims), MCQ/affirmative writers, foils."""

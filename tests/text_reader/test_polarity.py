@@ -1,0 +1,155 @@
+"""The polarity checker on the hard cases of real radiology reports (table-driven)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nast.conditions import CONDITIONS
+from nast.text import polarity
+from nast.text.polarity import check, extract_mentions, has_negation_cue
+
+# (text, {condition: expected state}) -- states: present | absent | uncertain | None (not mentioned)
+CASES = [
+    # negation scope across a list
+    ("No pleural effusion, consolidation or pneumothorax.",
+     {"Pleural Effusion": "absent", "Consolidation": "absent", "Pneumothorax": "absent", "Edema": None}),
+    ("There is no focal airspace consolidation, pneumothorax, or large pleural effusion.",
+     {"Consolidation": "absent", "Pneumothorax": "absent", "Pleural Effusion": "absent"}),
+    ("Lungs are normally inflated without evidence of focal airspace disease, pleural effusion, or pneumothorax.",
+     {"Lung Opacity": "absent", "Pleural Effusion": "absent", "Pneumothorax": "absent"}),
+    # a terminator ends the negation scope
+    ("No pneumothorax or effusion, but there is left basilar atelectasis.",
+     {"Pneumothorax": "absent", "Pleural Effusion": "absent", "Atelectasis": "present"}),
+    ("No pneumothorax. Mild cardiomegaly.", {"Pneumothorax": "absent", "Cardiomegaly": "present"}),
+    ("No pleural fluid, with lung opacity and cardiomegaly noted.",
+     {"Pleural Effusion": "absent", "Lung Opacity": "present", "Cardiomegaly": "present"}),
+    # pseudo-negations
+    ("No change in the small left pleural effusion.", {"Pleural Effusion": "present"}),
+    ("No significant interval change in mild cardiomegaly.", {"Cardiomegaly": "present"}),
+    ("Right lower lobe consolidation is not significantly changed.", {"Consolidation": "present"}),
+    # look-alikes
+    ("Small pericardial effusion.", {"Pleural Effusion": None}),
+    ("Stable calcified granuloma in the right upper lobe.", {"Lung Lesion": None, "Lung Opacity": None}),
+    ("Subcutaneous edema of the chest wall.", {"Edema": None}),
+    # affirmative-normal phrases mean absent
+    ("Heart size is normal.", {"Cardiomegaly": "absent"}),
+    ("The heart is normal in size.", {"Cardiomegaly": "absent"}),
+    ("The cardiomediastinal silhouette is within normal limits for size and contour.",
+     {"Cardiomegaly": "absent", "Enlarged Cardiomediastinum": "absent"}),
+    ("Costophrenic angles are sharp.", {"Pleural Effusion": "absent"}),
+    ("The lungs are clear.", {"Lung Opacity": "absent"}),
+    ("Lungs are fully expanded.", {"Pneumothorax": "absent"}),
+    ("No focal consolidation.", {"Consolidation": "absent"}),
+    ("Pulmonary vascularity is within normal limits.", {"Edema": "absent"}),
+    # positives stated without a finding noun
+    ("The heart is mildly enlarged.", {"Cardiomegaly": "present"}),
+    ("Blunting of the left costophrenic angle.", {"Pleural Effusion": "present"}),
+    # hedges
+    ("Right basilar opacity may represent atelectasis or pneumonia.",
+     {"Lung Opacity": "present", "Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
+    ("Atelectasis versus pneumonia in the left base.", {"Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
+    ("Pneumonia cannot be excluded.", {"Pneumonia": "uncertain"}),
+    ("Cannot exclude a small left pleural effusion.", {"Pleural Effusion": "uncertain"}),
+    ("Possible small right pneumothorax.", {"Pneumothorax": "uncertain"}),
+    ("Findings suspicious for pulmonary edema.", {"Edema": "uncertain"}),
+    ("Likely right lower lobe pneumonia.", {"Pneumonia": "present"}),
+    # resolution and removal are absence
+    ("Interval resolution of the right pneumothorax.", {"Pneumothorax": "absent"}),
+    ("The left pleural effusion has resolved.", {"Pleural Effusion": "absent"}),
+    # synonyms
+    ("Small right PTX.", {"Pneumothorax": "present"}),
+    ("Pulmonary vascular congestion.", {"Edema": "present"}),
+    ("Enlarged cardiac silhouette.", {"Cardiomegaly": "present"}),
+    ("Right IJ central line tip in the SVC. ET tube and NG tube in place.", {"Support Devices": "present"}),
+    ("Healed left rib fractures.", {"Fracture": "present"}),
+    ("Patchy airspace disease in the right lower lobe.", {"Lung Opacity": "present"}),
+    ("Left apical pleural thickening.", {"Pleural Other": "present"}),
+    ("A 1 cm nodule in the left upper lobe.", {"Lung Lesion": "present"}),
+    # de-identification placeholders do not break sentences or matching
+    ("Heart size normal. XXXX XXXX are intact. No XXXX focal airspace consolidation or pleural effusion.",
+     {"Cardiomegaly": "absent", "Consolidation": "absent", "Pleural Effusion": "absent"}),
+    ("___ was notified. Small right pleural effusion. No pneumothorax.",
+     {"Pleural Effusion": "present", "Pneumothorax": "absent"}),
+    ("opacities in the left lung apex.There is no pneumothorax.", {"Lung Opacity": "present", "Pneumothorax": "absent"}),
+    # a conflict resolves the CheXpert way: present beats absent
+    ("No new pleural effusion. Small left pleural effusion is unchanged.", {"Pleural Effusion": "present"}),
+]
+
+
+@pytest.mark.parametrize("text,expected", CASES, ids=[c[0][:40] for c in CASES])
+def test_check(nlp, text, expected):
+    got = check(text, list(expected))
+    assert got == expected
+
+
+def test_check_returns_every_requested_condition(nlp):
+    result = check("Mild cardiomegaly.", list(CONDITIONS))
+    assert set(result) == set(CONDITIONS)
+    assert [c for c, s in result.items() if s is not None] == ["Cardiomegaly"]
+
+
+def test_check_rejects_unknown_condition(nlp):
+    with pytest.raises(ValueError, match="Heart Attack"):
+        check("text", ["Heart Attack"])
+
+
+def test_empty_text_mentions_nothing(nlp):
+    assert check("", ["Edema"]) == {"Edema": None}
+    assert extract_mentions(None) == []
+
+
+@pytest.mark.parametrize(
+    "text,finding,location,severity",
+    [
+        ("Small left pleural effusion.", "Pleural Effusion", "left", "small"),
+        ("Moderate bilateral pleural effusions.", "Pleural Effusion", "bilateral", "moderate"),
+        ("Mild bibasilar atelectasis.", "Atelectasis", "bilateral basilar", "mild"),
+        ("Right upper lobe consolidation.", "Consolidation", "right upper", None),
+        ("Consolidation in the left lower lobe.", "Consolidation", "left lower", None),
+        ("Trace right-sided effusion.", "Pleural Effusion", "right", "small"),
+        ("Massive cardiomegaly.", "Cardiomegaly", None, "large"),
+        ("The heart is markedly enlarged.", "Cardiomegaly", None, "severe"),
+        ("Borderline cardiomegaly.", "Cardiomegaly", None, "borderline"),
+        ("Retrocardiac opacity.", "Lung Opacity", "retrocardiac", None),
+        ("Tiny left apical pneumothorax.", "Pneumothorax", "left apical", "small"),
+    ],
+)
+def test_location_and_severity_are_normalised(nlp, text, finding, location, severity):
+    mentions = [m for m in extract_mentions(text) if m.finding == finding]
+    assert len(mentions) == 1
+    assert (mentions[0].location, mentions[0].severity) == (location, severity)
+
+
+def test_modifiers_attach_to_the_nearest_finding(nlp):
+    ms = {m.finding: m for m in extract_mentions("Right upper lobe opacity and small left pleural effusion.")}
+    assert ms["Lung Opacity"].location == "right upper"
+    assert ms["Lung Opacity"].severity is None
+    assert ms["Pleural Effusion"].location == "left"
+    assert ms["Pleural Effusion"].severity == "small"
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("There is no pleural effusion.", True),
+        ("Lungs without consolidation.", True),
+        ("Negative for pneumothorax.", True),
+        ("Effusion is not seen.", True),
+        ("Pleural effusion is absent.", True),
+        ("Small left pleural effusion.", False),
+        ("The heart size is normal and the lungs are clear.", False),
+        ("Pleural effusion is present on the left.", False),
+    ],
+)
+def test_has_negation_cue(nlp, text, expected):
+    assert has_negation_cue(text) is expected
+
+
+def test_lexicon_is_data_and_loads_into_medspacy(nlp):
+    assert {"no", "without", "negative for", "free of"} <= set(polarity.NEGATION_CUES)
+    assert "no change" not in polarity.NEGATION_CUES  # pseudo-negation is not a cue
+    findings = {f for row in polarity.target_rows() for f in row["finding"].split("|")}
+    assert findings - {polarity.LOOKALIKE} == set(CONDITIONS)
+    context = nlp.get_pipe("medspacy_context")
+    assert len(context.rules) == len(polarity.modifier_rows())
+    assert len(nlp.get_pipe("medspacy_target_matcher").rules) == len(polarity.target_rows())
