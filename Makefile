@@ -12,6 +12,9 @@ help:
 	@echo "make demo   - set up .venv and run the whole pipeline on the embedded demo data"
 	@echo "make test   - set up .venv (if needed) and run the test suite"
 	@echo "make setup  - only create .venv with the pinned packages (requirements.lock)"
+	@echo "make test-slurm - run the demo DAG through a real one-node SLURM cluster (root, apt-get)"
+	@echo "make dvc-remote - configure a local DVC remote (DVC_REMOTE=DIR, default .dvc-remote/)"
+	@echo "make mlflow-ui  - MLflow UI on http://127.0.0.1:5000 over mlruns.db"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +37,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+# --- orchestration: SLURM end-to-end, DVC remote, MLflow UI ------------------------------------
+.PHONY: test-slurm dvc-remote mlflow-ui
+DVC_REMOTE ?=
+MLFLOW_PORT ?= 5000
+
+test-slurm: $(STAMP)  ## run the demo DAG on a real one-node SLURM test cluster and compare to a local run
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/test_slurm.sh
+
+dvc-remote: $(STAMP)  ## configure the default DVC remote (a local directory; DVC_REMOTE=DIR to choose)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/dvc_remote.sh $(DVC_REMOTE)
+
+mlflow-ui: $(STAMP)  ## the MLflow UI over the local tracking store (mlruns.db)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(MLFLOW_PORT)

@@ -1,0 +1,54 @@
+"""Fixtures for the workflow tests: a throw-away copy of the project's workflow files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+WORKFLOW_FILES = ["Snakefile", "params.yaml", "dvc.yaml", ".dvcignore", "workflow"]
+
+
+def copy_project(dest: Path) -> Path:
+    """Snakefile, workflow/, params.yaml, dvc.yaml and the `slurm` profile link in ``dest``
+    (plus a .dvc/ without git), so a test can edit them freely."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True)
+        else:
+            shutil.copy2(src, dest / name)
+    os.symlink(os.readlink(ROOT / "slurm"), dest / "slurm")
+    (dest / ".dvc").mkdir()
+    (dest / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def env() -> dict:
+    """Subprocess environment: the venv's bin first (snakemake, dvc, nast), no DVC analytics."""
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e["DVC_NO_ANALYTICS"] = "1"
+    return e
+
+
+@pytest.fixture(scope="session")
+def snakemake_export():
+    """The Snakemake DAG of the real project (exported once per session)."""
+    import dagtools
+
+    return dagtools.snakemake_jobs(ROOT)
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    return copy_project(tmp_path / "project")

@@ -1,0 +1,112 @@
+"""Read the Snakemake DAG and the dvc.yaml DAG of a project directory and compare them.
+
+Both sides become ``{stage: {"cmd", "deps", "outs", "params"}}`` keyed like DVC stages
+(``train@nast``, ``train_sweep@0.5``):
+
+* Snakemake: every job of the full DAG through the Snakemake API (export_snakemake_dag.py, run in
+  a subprocess so each call gets a fresh Snakemake). The shell command must end in
+  ``> {log} 2>&1``; that redirection is removed before comparing.
+* DVC: the resolved stages (foreach expanded, params.yaml interpolated) through ``dvc.repo.Repo``.
+
+A DVC dependency on a directory (report's ``reports/eval``) stands for the Snakemake inputs inside
+it; everything else must match exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXPORT = HERE / "export_snakemake_dag.py"
+
+
+def snakemake_jobs(workdir: Path) -> dict:
+    """Raw export (cmd with log redirection, log, benchmark, resources) of the Snakemake DAG."""
+    proc = subprocess.run(
+        [sys.executable, str(EXPORT), str(workdir)],
+        capture_output=True, text=True, timeout=180, cwd=workdir,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"Snakemake DAG export failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def normalise_snakemake(jobs: dict) -> tuple[dict, list[str]]:
+    """Strip the log redirection; problems (no log, no redirection) are returned as messages."""
+    stages, problems = {}, []
+    for name, job in jobs.items():
+        cmd = job["cmd"]
+        if len(job["log"]) != 1:
+            problems.append(f"{name}: expected exactly one log file, got {job['log']}")
+        else:
+            suffix = f" > {job['log'][0]} 2>&1"
+            if cmd.endswith(suffix):
+                cmd = cmd[: -len(suffix)]
+            else:
+                problems.append(f"{name}: command does not end with '{suffix.strip()}'")
+        stages[name] = {
+            "cmd": cmd,
+            "deps": sorted(job["deps"]),
+            "outs": sorted(job["outs"]),
+            "params": sorted(job["params"] or []),
+        }
+    return stages, problems
+
+
+def dvc_stages(workdir: Path) -> dict:
+    """The resolved dvc.yaml stages of ``workdir``."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(workdir)) as repo:
+        for stage in repo.index.stages:
+            params, deps = [], []
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency):
+                    if dep.def_path != "params.yaml":
+                        raise AssertionError(f"{stage.name}: params from {dep.def_path}")
+                    params.extend(dep.params)
+                else:
+                    deps.append(dep.def_path)
+            stages[stage.name] = {
+                "cmd": " ".join(str(stage.cmd).split()),
+                "deps": sorted(deps),
+                "outs": sorted(o.def_path for o in stage.outs),
+                "params": sorted(set(params)),
+            }
+    return stages
+
+
+def _under(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
+
+
+def compare(smk: dict, dvc: dict) -> list[str]:
+    """All differences between the two DAGs, as readable lines (empty = parity)."""
+    diffs = []
+    for name in sorted(set(smk) - set(dvc)):
+        diffs.append(f"{name}: in the Snakefile DAG only")
+    for name in sorted(set(dvc) - set(smk)):
+        diffs.append(f"{name}: in dvc.yaml only")
+    for name in sorted(set(smk) & set(dvc)):
+        s, d = smk[name], dvc[name]
+        if s["cmd"] != d["cmd"]:
+            diffs.append(f"{name}: cmd differs\n  snakemake: {s['cmd']}\n  dvc:       {d['cmd']}")
+        if s["outs"] != d["outs"]:
+            diffs.append(f"{name}: outs differ: snakemake {s['outs']} dvc {d['outs']}")
+        if s["params"] != d["params"]:
+            diffs.append(f"{name}: params differ: snakemake {s['params']} dvc {d['params']}")
+        sdeps, ddeps = set(s["deps"]), set(d["deps"])
+        for dep in sorted(sdeps - ddeps):
+            if not any(_under(dep, dd) for dd in ddeps - sdeps):
+                diffs.append(f"{name}: dep {dep} in the Snakefile only")
+        for dep in sorted(ddeps - sdeps):
+            if not any(_under(sd, dep) for sd in sdeps):
+                diffs.append(f"{name}: dep {dep} in dvc.yaml only")
+    return diffs

@@ -1,0 +1,19 @@
+# affirm: affirmative rewrites of the negated options (verified cue-free) -> the benchmark table.
+rule affirm:
+    input:
+        mcq=MCQ,
+    output:
+        benchmark=BENCHMARK,
+        quarantine=quarantine("affirm"),
+    params:
+        file=PARAMS,
+        cfg=cfg_params("affirm", "llm"),
+    log:
+        f"{LOGS}/affirm.log",
+    benchmark:
+        f"{BENCH}/affirm.tsv"
+    resources:
+        **cpu_resources(),
+    shell:
+        "nast affirm --params {params.file} --mcq {input.mcq}"
+        " --out {output.benchmark} --quarantine {output.quarantine} > {log} 2>&1"

@@ -1,0 +1,17 @@
+# claims: (finding, polarity, location, severity, evidence) mentions from the cohort's reports.
+rule claims:
+    input:
+        cohort=COHORT,
+    output:
+        claims=CLAIMS,
+    params:
+        file=PARAMS,
+        cfg=cfg_params("claims"),
+    log:
+        f"{LOGS}/claims.log",
+    benchmark:
+        f"{BENCH}/claims.tsv"
+    resources:
+        **cpu_resources(),
+    shell:
+        "nast claims --params {params.file} --cohort {input.cohort} --out {output.claims} > {log} 2>&1"

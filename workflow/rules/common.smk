@@ -1,0 +1,118 @@
+# Shared paths, parameter sections and resource helpers for all rules.
+#
+# Paths are the ones pinned in docs/CONTRACTS.md; dvc.yaml uses the same literals.
+# Each rule declares `params: cfg=cfg_params(<sections>)`: the params.yaml sections (or dotted
+# keys) the stage reads. Snakemake reruns a job when they change (rerun-trigger "params"), and
+# the dvc.yaml stage lists the same keys (checked by tests/workflow/test_parity.py).
+
+import os
+import yaml
+
+DEMO = config["data"]["source"] == "demo"
+DATA_ROOT = config["data"]["root"]
+
+COHORT = "data/interim/cohort.parquet"
+PERMUTATIONS = "data/processed/permutations.parquet"
+MCQ = "data/processed/mcq.parquet"
+BENCHMARK = "data/processed/benchmark.parquet"
+CLAIMS = "data/processed/claims.parquet"
+CONTEXTUAL = "data/processed/contextual.parquet"
+BASE_DIR = "models/base"
+CTE_DIR = "reports/cte"
+LAYER_WEIGHTS = f"{CTE_DIR}/layer_weights.csv"
+EVAL_DIR = "reports/eval"
+TABLES_DIR = "reports/tables"
+PLOTS_DIR = "reports/plots"
+LOGS = "reports/logs"
+BENCH = "reports/benchmarks"
+
+METHODS = list(config["methods"])
+BETAS = [str(b) for b in config["nast"]["betas"]]
+SWEEP = [f"nast-beta{b}" for b in BETAS]
+
+
+def quarantine(stage):
+    return f"data/interim/quarantine/{stage}.parquet"
+
+
+def base_model():
+    """The base model the GPU stages read: pretrained by pretrain_base on the demo, else the
+    checkpoint named in params.yaml (model.checkpoint) as a plain input."""
+    return BASE_DIR if DEMO else config["model"]["checkpoint"]
+
+
+def dataset_root():
+    """The dataset tree: written by demo_data on the demo, else a plain input (data.root)."""
+    return DATA_ROOT
+
+
+def _params_file():
+    """The params file passed to every `nast` command.
+
+    Normally params.yaml itself. When the Snakemake config differs from params.yaml
+    (`--config` / `--configfile` overrides), the effective, validated config is written to
+    .snakemake/nast/params.effective.yaml and passed instead, so the stages see what the DAG sees.
+    """
+    with open("params.yaml") as fh:
+        on_disk = yaml.safe_load(fh)
+    if on_disk == config:
+        return "params.yaml"
+    path = ".snakemake/nast/params.effective.yaml"
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    if not os.path.exists(path) or open(path).read() != text:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+PARAMS = _params_file()
+
+
+
+def _lookup(key):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def cfg_params(*keys):
+    """{key: value} for the params.yaml sections / dotted keys a stage depends on."""
+    return {key: _lookup(key) for key in keys}
+
+
+def train_keys(method):
+    """params.yaml keys a training job depends on: only the nast method reads nast.beta and
+    nast.scale; the sweep (method None) passes --beta on the command line and reads nast.scale."""
+    keys = ["train", "model"]
+    if method == "nast":
+        keys += ["nast.beta", "nast.scale"]
+    elif method is None:
+        keys.append("nast.scale")
+    return keys
+
+
+_S = config["slurm"]
+
+
+def cpu_resources():
+    return dict(
+        slurm_partition=_S["cpu_partition"], runtime=_S["cpu_runtime_min"], mem_mb=_S["cpu_mem_mb"]
+    )
+
+
+def gpu_resources():
+    res = dict(
+        slurm_partition=_S["gpu_partition"], runtime=_S["gpu_runtime_min"], mem_mb=_S["gpu_mem_mb"]
+    )
+    if _S["gpus_per_job"] > 0:
+        res["gres"] = f"gpu:{_S['gpus_per_job']}"
+    return res
+
+
+def all_targets():
+    return [TABLES_DIR, PLOTS_DIR]
+

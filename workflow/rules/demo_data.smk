@@ -1,0 +1,17 @@
+# demo_data: the synthetic dataset in the exact MIMIC-CXR-JPG layout (only when data.source: demo).
+if DEMO:
+
+    rule demo_data:
+        output:
+            directory(DATA_ROOT),
+        params:
+            file=PARAMS,
+            cfg=cfg_params("demo"),
+        log:
+            f"{LOGS}/demo_data.log",
+        benchmark:
+            f"{BENCH}/demo_data.tsv"
+        resources:
+            **cpu_resources(),
+        shell:
+            "nast demo-data --params {params.file} --out {output} > {log} 2>&1"

@@ -1,0 +1,58 @@
+# evaluate: MCQ negated/affirmative accuracy and gap, contextual claims, retrieval, AUROC
+# for every method and every beta of the sweep -> reports/eval/{M}.json.
+rule evaluate:
+    input:
+        model="models/{method}",
+        cohort=COHORT,
+        benchmark=BENCHMARK,
+        contextual=CONTEXTUAL,
+    output:
+        report(
+            f"{EVAL_DIR}/{{method}}.json",
+            category="Evaluation",
+            subcategory="Methods",
+            caption="../report/eval.rst",
+        ),
+    params:
+        file=PARAMS,
+        cfg=cfg_params("evaluate", "model"),
+    log:
+        f"{LOGS}/evaluate/{{method}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{method}}.tsv"
+    threads: 2
+    resources:
+        **gpu_resources(),
+    shell:
+        "nast evaluate --params {params.file} --method {wildcards.method} --model-dir {input.model}"
+        " --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --out {output} > {log} 2>&1"
+
+
+rule evaluate_sweep:
+    input:
+        model="models/nast-beta{beta}",
+        cohort=COHORT,
+        benchmark=BENCHMARK,
+        contextual=CONTEXTUAL,
+    output:
+        report(
+            f"{EVAL_DIR}/nast-beta{{beta}}.json",
+            category="Evaluation",
+            subcategory="Beta sweep",
+            caption="../report/eval.rst",
+        ),
+    params:
+        file=PARAMS,
+        cfg=cfg_params("evaluate", "model"),
+    log:
+        f"{LOGS}/evaluate/nast-beta{{beta}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/nast-beta{{beta}}.tsv"
+    threads: 2
+    resources:
+        **gpu_resources(),
+    shell:
+        "nast evaluate --params {params.file} --method nast-beta{wildcards.beta} --model-dir {input.model}"
+        " --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,20 @@
+# ingest: MIMIC-CXR-JPG / Open-i / demo tree -> one row per image (+ quarantine).
+rule ingest:
+    input:
+        root=dataset_root(),
+    output:
+        cohort=COHORT,
+        quarantine=quarantine("ingest"),
+    params:
+        file=PARAMS,
+        cfg=cfg_params("data"),
+        source=config["data"]["source"],
+    log:
+        f"{LOGS}/ingest.log",
+    benchmark:
+        f"{BENCH}/ingest.tsv"
+    resources:
+        **cpu_resources(),
+    shell:
+        "nast ingest --params {params.file} --source {params.source} --root {input.root}"
+        " --out {output.cohort} --quarantine {output.quarantine} > {log} 2>&1"

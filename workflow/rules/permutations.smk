@@ -1,0 +1,19 @@
+# permutations: per study k conditions, options A-D as label vectors, the correct letter.
+rule permutations:
+    input:
+        cohort=COHORT,
+    output:
+        permutations=PERMUTATIONS,
+        quarantine=quarantine("permutations"),
+    params:
+        file=PARAMS,
+        cfg=cfg_params("permutations"),
+    log:
+        f"{LOGS}/permutations.log",
+    benchmark:
+        f"{BENCH}/permutations.tsv"
+    resources:
+        **cpu_resources(),
+    shell:
+        "nast permutations --params {params.file} --cohort {input.cohort}"
+        " --out {output.permutations} --quarantine {output.quarantine} > {log} 2>&1"

@@ -1,0 +1,51 @@
+# train: NAST and the baselines (methods from params.yaml), and the NAST beta sweep
+# (nast.betas -> models/nast-beta{beta}/). Only the nast method depends on nast.beta; nast and
+# the sweep depend on nast.scale.
+rule train:
+    input:
+        cohort=COHORT,
+        benchmark=BENCHMARK,
+        contextual=CONTEXTUAL,
+        layer_weights=LAYER_WEIGHTS,
+        model=base_model(),
+    output:
+        directory("models/{method}"),
+    params:
+        file=PARAMS,
+        cfg=lambda wc: cfg_params(*train_keys(wc.method)),
+    log:
+        f"{LOGS}/train/{{method}}.log",
+    benchmark:
+        f"{BENCH}/train/{{method}}.tsv"
+    threads: 2
+    resources:
+        **gpu_resources(),
+    shell:
+        "nast train --params {params.file} --method {wildcards.method} --cohort {input.cohort}"
+        " --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --layer-weights {input.layer_weights} --out {output} > {log} 2>&1"
+
+
+rule train_sweep:
+    input:
+        cohort=COHORT,
+        benchmark=BENCHMARK,
+        contextual=CONTEXTUAL,
+        layer_weights=LAYER_WEIGHTS,
+        model=base_model(),
+    output:
+        directory("models/nast-beta{beta}"),
+    params:
+        file=PARAMS,
+        cfg=cfg_params(*train_keys(None)),
+    log:
+        f"{LOGS}/train/nast-beta{{beta}}.log",
+    benchmark:
+        f"{BENCH}/train/nast-beta{{beta}}.tsv"
+    threads: 2
+    resources:
+        **gpu_resources(),
+    shell:
+        "nast train --params {params.file} --method nast --beta {wildcards.beta} --cohort {input.cohort}"
+        " --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --layer-weights {input.layer_weights} --out {output} > {log} 2>&1"
