@@ -1,0 +1,1 @@
+"""Evaluation of a trained method: MCQ (negated/affirmative), contextual claims, retrieval, AUROC."""

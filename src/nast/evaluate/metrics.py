@@ -1,0 +1,167 @@
+"""Pure evaluation metrics (numpy arrays in, numbers / dicts out). No model, no disk.
+
+Definitions (the ones reported in ``reports/eval/{method}.json``):
+
+MCQ
+    A question has four option texts; the model picks ``argmax_o cos(image, option_o)``.
+    Accuracy = share of questions whose pick is the correct letter. The *gap* is
+    ``affirmative accuracy - negated accuracy`` on the same questions (paired), so a positive gap
+    means the model is worse on negated wording ("negation blindness").
+    Ties are broken towards the first option (numpy ``argmax``), never towards the correct one.
+
+Bootstrap CIs
+    Percentile bootstrap over questions (resampled with replacement, ``n`` resamples, fixed seed).
+    The gap CI resamples the *same* question indices for both sets (paired bootstrap).
+
+Contextual claims
+    A *caption group* is one true caption for one image together with all its minimal-edit foils.
+    ``claim_acc`` = share of groups where the true caption scores strictly higher than **every**
+    foil (group-level, strict). ``claim_acc_by_foil_type[t]`` = the same, restricted to the foils
+    of type ``t`` (groups without a foil of that type do not count for ``t``).
+    ``claim_pair_acc`` = share of (caption, foil) pairs with ``s(caption) > s(foil)``.
+
+Retrieval
+    Item ``i`` of the image set matches item ``i`` of the text set (one image per study, report =
+    findings + impression); items with the *identical* report text count as correct too. The rank
+    is pessimistic on ties: ``rank = #{j not correct : s_ij >= best correct score}``; R@k = share
+    with ``rank < k``. So a model that scores everything equally gets R@k = 0, not 1.
+
+AUROC
+    Per finding, the score ``cos(img, "{finding}") - cos(img, "no {finding}")`` against the cohort
+    label (1 = positive vs 0 = negative; uncertain and not-mentioned are excluded). A finding with
+    only one class present gets no value (omitted). Computed with scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+LETTERS = ("A", "B", "C", "D")
+
+
+def mcq_correct(scores: np.ndarray, correct: Sequence[int]) -> np.ndarray:
+    """Per question: True when argmax over options equals the correct option index.
+
+    scores: [N, n_options] similarities; correct: [N] option indices.
+    """
+    scores = np.asarray(scores, dtype=float)
+    correct = np.asarray(correct, dtype=int)
+    if scores.ndim != 2 or scores.shape[0] != correct.shape[0]:
+        raise ValueError(f"scores {scores.shape} and correct {correct.shape} do not align")
+    return scores.argmax(axis=1) == correct
+
+
+def accuracy(hits: np.ndarray) -> float:
+    hits = np.asarray(hits, dtype=bool)
+    return float(hits.mean()) if hits.size else float("nan")
+
+
+def bootstrap_ci(
+    hits: np.ndarray, n_boot: int, seed: int, paired_with: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Percentile 95 % CI of ``mean(hits)`` (or of ``mean(hits) - mean(paired_with)``, paired).
+
+    With ``n_boot == 0`` or no data the interval is ``(nan, nan)``.
+    """
+    hits = np.asarray(hits, dtype=float)
+    if n_boot <= 0 or hits.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, hits.size, size=(n_boot, hits.size))
+    stat = hits[idx].mean(axis=1)
+    if paired_with is not None:
+        other = np.asarray(paired_with, dtype=float)
+        if other.shape != hits.shape:
+            raise ValueError("paired bootstrap needs arrays of equal length")
+        stat = stat - other[idx].mean(axis=1)
+    lo, hi = np.percentile(stat, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+def grouped_accuracy(hits: np.ndarray, keys: Iterable) -> dict[str, float]:
+    """Accuracy per key (keys may be scalars or, per row, an iterable of keys)."""
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for hit, key in zip(np.asarray(hits, dtype=bool), keys):
+        ks = key if isinstance(key, (list, tuple, set, np.ndarray)) else [key]
+        for k in ks:
+            sums[str(k)][0] += int(hit)
+            sums[str(k)][1] += 1
+    return {k: v[0] / v[1] for k, v in sorted(sums.items())}
+
+
+def claim_accuracy(
+    caption_scores: np.ndarray, foil_scores: np.ndarray, group: Sequence, foil_types: Sequence[str]
+) -> dict:
+    """Contextual-claim metrics over (caption, foil) pairs.
+
+    caption_scores[i] / foil_scores[i]: similarity of the image with the true caption / the foil of
+    pair ``i``; ``group[i]`` identifies the caption group (image + true caption); ``foil_types[i]``
+    its foil type. Returns claim_acc, claim_pair_acc, claim_acc_by_foil_type, n_claim_groups,
+    n_claim_pairs.
+    """
+    cap = np.asarray(caption_scores, dtype=float)
+    foil = np.asarray(foil_scores, dtype=float)
+    win = cap > foil
+    by_group: dict = defaultdict(list)
+    by_type_group: dict = defaultdict(list)
+    for w, g, t in zip(win, group, foil_types):
+        by_group[g].append(bool(w))
+        by_type_group[(t, g)].append(bool(w))
+    type_hits: dict[str, list[bool]] = defaultdict(list)
+    for (t, _g), ws in by_type_group.items():
+        type_hits[str(t)].append(all(ws))
+    group_hits = [all(ws) for ws in by_group.values()]
+    return {
+        "claim_acc": accuracy(np.array(group_hits, dtype=bool)),
+        "claim_pair_acc": accuracy(win),
+        "claim_acc_by_foil_type": {t: accuracy(np.array(h)) for t, h in sorted(type_hits.items())},
+        "n_claim_groups": len(group_hits),
+        "n_claim_pairs": int(win.size),
+    }
+
+
+def recall_at_k(sim: np.ndarray, ks: Sequence[int] = (1, 5, 10), positives: np.ndarray | None = None) -> dict[int, float]:
+    """R@k for a square similarity matrix whose diagonal holds the true matches.
+
+    ``positives`` [N,N] bool optionally marks further correct items per query (e.g. another study
+    with the identical report text); the diagonal is always positive. The rank of a query is the
+    number of non-positive items scoring ``>=`` its best positive (ties count against the model).
+    """
+    sim = np.asarray(sim, dtype=float)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"retrieval needs a square similarity matrix, got {sim.shape}")
+    n = sim.shape[0]
+    if n == 0:
+        return {k: float("nan") for k in ks}
+    pos = np.eye(n, dtype=bool) if positives is None else (np.asarray(positives, dtype=bool) | np.eye(n, dtype=bool))
+    best = np.where(pos, sim, -np.inf).max(axis=1, keepdims=True)
+    rank = ((sim >= best) & ~pos).sum(axis=1)
+    return {k: float((rank < k).mean()) for k in ks}
+
+
+def retrieval_metrics(sim_i2t: np.ndarray, positives: np.ndarray | None = None) -> dict[str, float]:
+    """i2t and t2i R@1/5/10 from an [N images, N texts] matrix (diagonal = true pairs)."""
+    sim = np.asarray(sim_i2t, dtype=float)
+    i2t = recall_at_k(sim, positives=positives)
+    t2i = recall_at_k(sim.T, positives=None if positives is None else np.asarray(positives).T)
+    out = {f"i2t_r{k}": v for k, v in i2t.items()}
+    out.update({f"t2i_r{k}": v for k, v in t2i.items()})
+    return out
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC of scores for labels in {0, 1}; None when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=int)
+    if labels.size == 0 or len(set(labels.tolist())) < 2:
+        return None
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
+
+
+def n_negated_in_option(option_labels: Sequence[int]) -> int:
+    """How many conditions an option states as absent (label 0 -> a negated phrase)."""
+    return int(sum(1 for v in option_labels if v == 0))

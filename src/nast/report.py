@@ -1,0 +1,279 @@
+"""``nast report``: comparison tables and plots over every ``reports/eval/*.json``.
+
+Tables (``--out``, default reports/tables)
+    summary.csv / summary.md   one row per method: MCQ negated / affirmative accuracy, gap
+                               (affirmative - negated) with 95 % bootstrap CIs, share of the
+                               zero-shot gap closed, claim accuracy, retrieval R@1/5/10, mean AUROC
+    per_condition.csv          method x condition: negated / affirmative MCQ accuracy
+    by_n_negated.csv           method x number of negated conditions in the correct option
+    by_foil_type.csv           method x foil type: claim accuracy
+    beta_sweep.csv             the nast-beta{B} runs: beta and the headline metrics
+    metrics.json               headline metrics per method (DVC metrics file)
+
+Plots (``--plots``, default reports/plots)
+    gap_by_method.png, claim_by_foil_type.png, beta_sweep.png, training_curves.png (from
+    ``--models-dir``/*/curve.csv).
+
+All fractions are in [0, 1]; ``gap_closed = 1 - gap(method) / gap(zero_shot)`` (only when the
+zero-shot gap is positive). The tables and plots (aggregates only) are logged to the MLflow
+pipeline run together with the CTE heatmap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from nast import io
+from nast.errors import StageError
+
+log = logging.getLogger(__name__)
+
+ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers")
+HEADLINE = ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "claim_acc", "retrieval_r5")
+BETA_RE = re.compile(r"^nast-beta(?P<beta>[0-9.]+)$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-dir", required=True, help="folder of reports/eval/{method}.json")
+    parser.add_argument("--out", required=True, help="tables folder, e.g. reports/tables")
+    parser.add_argument("--plots", required=True, help="plots folder, e.g. reports/plots")
+    parser.add_argument("--models-dir", default="models", help="trained models (for */curve.csv; default: models)")
+    parser.add_argument("--cte-dir", default="reports/cte", help="CTE outputs (heatmap logged to MLflow; default: reports/cte)")
+
+
+def method_key(name: str) -> tuple:
+    m = BETA_RE.match(name)
+    if m:
+        return (len(ORDER), float(m.group("beta")), name)
+    return (ORDER.index(name) if name in ORDER else len(ORDER) + 1, 0.0, name)
+
+
+def load_evals(eval_dir: str | Path) -> list[dict[str, Any]]:
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise StageError(f"eval folder not found: {eval_dir}")
+    out = []
+    for path in sorted(eval_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        for key in ("method", *HEADLINE):
+            if key not in data:
+                raise StageError(f"{path}: missing key '{key}'")
+        out.append(data)
+    if not out:
+        raise StageError(f"no evaluation JSON in {eval_dir}")
+    return sorted(out, key=lambda d: method_key(d["method"]))
+
+
+def _f(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def summary_table(evals: list[dict[str, Any]]) -> pl.DataFrame:
+    zs = next((e for e in evals if e["method"] == "zero_shot"), None)
+    zs_gap = _f(zs["mcq_gap"]) if zs else float("nan")
+    rows = []
+    for e in evals:
+        row: dict[str, Any] = {"method": e["method"]}
+        for k in ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap"):
+            row[k] = _f(e[k])
+            lo, hi = (e.get(f"{k}_ci") or [None, None])
+            row[f"{k}_lo"], row[f"{k}_hi"] = _f(lo), _f(hi)
+        row["gap_closed"] = (1 - row["mcq_gap"] / zs_gap) if zs_gap > 0 else float("nan")
+        row["claim_acc"] = _f(e["claim_acc"])
+        row["claim_pair_acc"] = _f(e.get("claim_pair_acc"))
+        ret = e.get("retrieval", {})
+        for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
+            row[k] = _f(ret.get(k))
+        row["retrieval_r5"] = _f(e["retrieval_r5"])
+        row["auroc_mean"] = _f(e.get("auroc_mean"))
+        row["n_mcq"] = int(e.get("n_mcq") or 0)
+        rows.append(row)
+    return pl.DataFrame(rows).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+def long_table(evals, key: str, label: str, value: str, other_key: str | None = None,
+               other_value: str | None = None) -> pl.DataFrame:
+    rows = []
+    for e in evals:
+        other = e.get(other_key, {}) if other_key else {}
+        for k, v in (e.get(key) or {}).items():
+            row = {"method": e["method"], label: str(k), value: _f(v)}
+            if other_key:
+                row[other_value] = _f(other.get(k))
+            rows.append(row)
+    schema = {"method": pl.Utf8, label: pl.Utf8, value: pl.Float64}
+    if other_key:
+        schema[other_value] = pl.Float64
+    return pl.DataFrame(rows, schema=schema)
+
+
+def beta_sweep_table(evals) -> pl.DataFrame:
+    rows = []
+    for e in evals:
+        m = BETA_RE.match(e["method"])
+        if m:
+            rows.append({"beta": float(m.group("beta")), "method": e["method"],
+                         **{k: _f(e[k]) for k in HEADLINE}})
+    schema = {"beta": pl.Float64, "method": pl.Utf8, **{k: pl.Float64 for k in HEADLINE}}
+    return pl.DataFrame(rows, schema=schema).sort("beta")
+
+
+def to_markdown(df: pl.DataFrame) -> str:
+    def cell(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.iter_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def read_curves(models_dir: str | Path) -> dict[str, pl.DataFrame]:
+    out = {}
+    for path in sorted(Path(models_dir).glob("*/curve.csv")):
+        out[path.parent.name] = pl.read_csv(path)
+    return out
+
+
+# ------------------------------------------------------------------------------- plots
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_gap(summary: pl.DataFrame, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * summary.height + 2), 3.5))
+    x = range(summary.height)
+    for off, col, color in ((-0.2, "mcq_negated_acc", "#c44"), (0.2, "mcq_affirmative_acc", "#48c")):
+        v = summary[col].fill_null(float("nan")).to_list()
+        lo = [a - b if b is not None else 0 for a, b in zip(v, summary[f"{col}_lo"].to_list())]
+        hi = [b - a if b is not None else 0 for a, b in zip(v, summary[f"{col}_hi"].to_list())]
+        ax.bar([i + off for i in x], v, width=0.4, yerr=[lo, hi], capsize=3, color=color,
+               label=col.replace("mcq_", "").replace("_acc", ""))
+    gap = summary["mcq_gap"].to_list()
+    for i, g in zip(x, gap):
+        if g is not None and not math.isnan(g):
+            ax.annotate(f"gap {g:+.2f}", (i, 1.02), ha="center", fontsize=7)
+    ax.set_xticks(list(x), summary["method"].to_list(), rotation=30, ha="right")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("MCQ accuracy (95% CI)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_foil_types(table: pl.DataFrame, path: Path) -> None:
+    plt = _plt()
+    methods = list(dict.fromkeys(table["method"].to_list()))
+    types = sorted(set(table["foil_type"].to_list()))
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(methods) + 2), 3.5))
+    w = 0.8 / max(len(types), 1)
+    for j, t in enumerate(types):
+        sub = {r["method"]: r["claim_acc"] for r in table.filter(pl.col("foil_type") == t).iter_rows(named=True)}
+        ax.bar([i - 0.4 + w * (j + 0.5) for i in range(len(methods))], [sub.get(m, float("nan")) for m in methods],
+               width=w, label=t)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("claim accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_beta(sweep: pl.DataFrame, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for col in ("mcq_negated_acc", "mcq_gap", "claim_acc", "retrieval_r5"):
+        ax.plot(sweep["beta"].to_list(), sweep[col].to_list(), marker="o", label=col)
+    ax.set_xlabel("beta")
+    ax.set_ylabel("value")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title("beta sweep" if sweep.height else "beta sweep (no nast-beta runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(curves: dict[str, pl.DataFrame], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, df in curves.items():
+        if "loss" in df.columns:
+            axes[0].plot(df["epoch"].to_list(), df["loss"].to_list(), marker=".", label=name)
+        if "val_mcq_negated_acc" in df.columns:
+            axes[1].plot(df["epoch"].to_list(), df["val_mcq_negated_acc"].to_list(), marker=".", label=name)
+    axes[0].set_title("training loss")
+    axes[1].set_title("validation MCQ accuracy (negated)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if curves:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Path, plots: Path) -> dict[str, Path]:
+    """Write every table and plot; returns name -> path."""
+    summary = summary_table(evals)
+    per_cond = long_table(evals, "mcq_by_condition", "condition", "negated_acc",
+                          "mcq_affirmative_by_condition", "affirmative_acc")
+    by_n = long_table(evals, "mcq_by_n_negated", "n_negated", "negated_acc",
+                      "mcq_affirmative_by_n_negated", "affirmative_acc")
+    foil = long_table(evals, "claim_acc_by_foil_type", "foil_type", "claim_acc")
+    sweep = beta_sweep_table(evals)
+    files: dict[str, Path] = {}
+    for name, df in (("summary", summary), ("per_condition", per_cond), ("by_n_negated", by_n),
+                     ("by_foil_type", foil), ("beta_sweep", sweep)):
+        files[f"{name}.csv"] = io.write_text(df.write_csv(float_precision=4, null_value=""), out / f"{name}.csv")
+    files["summary.md"] = io.write_text(
+        "# NAST comparison (test split)\n\n" + to_markdown(summary.select(
+            "method", "mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "mcq_gap_lo", "mcq_gap_hi",
+            "gap_closed", "claim_acc", "retrieval_r5", "auroc_mean", "n_mcq"))
+        + "\nMCQ gap = affirmative - negated accuracy (95% bootstrap CI lo/hi); gap_closed relative to zero_shot.\n",
+        out / "summary.md")
+    metrics = {r["method"]: {k: r[k] for k in (*HEADLINE, "gap_closed")} for r in summary.iter_rows(named=True)}
+    files["metrics.json"] = io.write_json(metrics, out / "metrics.json")
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_gap(summary, plots / "gap_by_method.png")
+    plot_foil_types(foil, plots / "claim_by_foil_type.png")
+    plot_beta(sweep, plots / "beta_sweep.png")
+    plot_curves(curves, plots / "training_curves.png")
+    for name in ("gap_by_method.png", "claim_by_foil_type.png", "beta_sweep.png", "training_curves.png"):
+        files[name] = plots / name
+    return files
+
+
+def run(args: argparse.Namespace, params: dict) -> int:
+    from nast import tracking
+
+    evals = load_evals(args.eval_dir)
+    curves = read_curves(args.models_dir)
+    files = build(evals, curves, Path(args.out), Path(args.plots))
+    log.info("report: %d methods, %d training curves -> %s, %s", len(evals), len(curves), args.out, args.plots)
+    flat = {}
+    for e in evals:
+        for k in HEADLINE:
+            if isinstance(e.get(k), (int, float)):
+                flat[f"{e['method']}.{k}"] = e[k]
+    extra = [p for p in (Path(args.cte_dir) / "heatmap.png", Path(args.cte_dir) / "layers.png",
+                         Path(args.cte_dir) / "layer_weights.csv") if p.is_file()]
+    tracking.log_pipeline_artifacts(params, [Path(args.out), Path(args.plots), *extra], flat)
+    return 0

@@ -1,0 +1,1 @@
+"""NAST training: LoRA/PEFT trainer with per-layer CTE gradient scaling, and the baselines."""

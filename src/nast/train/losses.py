@@ -1,0 +1,66 @@
+"""Losses of the NAST trainer (tensors in, scalar tensor out; all embeddings L2-normalised).
+
+* :func:`clip_loss` - the single-caption CLIP contrastive loss: image ``i`` against the true
+  contextual caption ``i`` within the batch, symmetric cross-entropy (i->t and t->i). Off-diagonal
+  pairs that are *not* negatives (the same image, or the very same caption text for another
+  image, e.g. "No pleural effusion.") are masked out, so duplicates are never pushed apart.
+* :func:`hard_negative_clip_loss` - NegCLIP-style: the polarity-flipped captions of the batch are
+  appended as extra text columns of the image->text direction (extra negatives for every image).
+* :func:`claim_loss` - the claim-caption loss: for each image, cross-entropy of its true caption
+  against its minimal-edit foils (``[s(caption), s(foil_1..F)]``, target 0); padded foil slots are
+  masked; rows without foils are left out of the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NEG_INF = -1e4  # finite "minus infinity": keeps softmax gradients NaN-free in fp32
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float,
+              not_negative: torch.Tensor | None = None) -> torch.Tensor:
+    """img [B,D], txt [B,D]; not_negative [B,B] bool marks off-diagonal pairs to ignore."""
+    logits = scale * img @ txt.T
+    if not_negative is not None:
+        mask = not_negative & ~torch.eye(len(img), dtype=torch.bool, device=img.device)
+        logits = logits.masked_fill(mask, NEG_INF)
+    target = torch.arange(len(img), device=img.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def hard_negative_clip_loss(img: torch.Tensor, txt: torch.Tensor, neg: torch.Tensor,
+                            scale: torch.Tensor | float, not_negative: torch.Tensor | None = None,
+                            neg_not_negative: torch.Tensor | None = None) -> torch.Tensor:
+    """Like :func:`clip_loss`; neg [M,D] are extra negatives for the image->text direction.
+
+    neg_not_negative [B,M] bool masks a negative whose text equals image i's own caption.
+    """
+    if neg.numel() == 0:
+        return clip_loss(img, txt, scale, not_negative)
+    b = len(img)
+    logits = scale * img @ txt.T
+    if not_negative is not None:
+        mask = not_negative & ~torch.eye(b, dtype=torch.bool, device=img.device)
+        logits = logits.masked_fill(mask, NEG_INF)
+    extra = scale * img @ neg.T
+    if neg_not_negative is not None:
+        extra = extra.masked_fill(neg_not_negative, NEG_INF)
+    target = torch.arange(b, device=img.device)
+    i2t = F.cross_entropy(torch.cat([logits, extra], dim=1), target)
+    t2i = F.cross_entropy(logits.T, target)
+    return 0.5 * (i2t + t2i)
+
+
+def claim_loss(img: torch.Tensor, cap: torch.Tensor, foils: torch.Tensor, foil_mask: torch.Tensor,
+               scale: torch.Tensor | float) -> torch.Tensor:
+    """img [B,D], cap [B,D], foils [B,F,D], foil_mask [B,F] bool (True = real foil)."""
+    pos = (img * cap).sum(-1, keepdim=True)  # [B,1]
+    neg = torch.einsum("bd,bfd->bf", img, foils)  # [B,F]
+    logits = torch.cat([scale * pos, (scale * neg).masked_fill(~foil_mask, NEG_INF)], dim=1)
+    has = foil_mask.any(dim=1)
+    if not bool(has.any()):
+        return img.new_zeros(())
+    target = torch.zeros(int(has.sum()), dtype=torch.long, device=img.device)
+    return F.cross_entropy(logits[has], target)

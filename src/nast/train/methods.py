@@ -1,0 +1,75 @@
+"""NAST and its baselines as parameter sets of one trainer.
+
+=============== ======== =============================== ======= ============ ===================
+method          trains   what is trainable               beta    loss          notes
+=============== ======== =============================== ======= ============ ===================
+zero_shot       no       nothing                         -       -             base model as is
+lora_uniform    yes      LoRA on all text blocks         0       CLIP + λ claim uniform LoRA
+nast            yes      LoRA on all text blocks         β       CLIP + λ claim grads × α_l^β
+nast-beta{B}    yes      as nast                         B       CLIP + λ claim the β sweep
+full_ft         yes      the whole text tower (no LoRA)  0       CLIP + λ claim lr = train.full_ft_lr
+hard_negative   yes      LoRA on all text blocks         0       NegCLIP       polarity foils as extra
+                                                                               negatives, λ = 0
+topk_layers     yes      LoRA on the top-k CTE blocks    0       CLIP + λ claim k = train.topk_layers
+=============== ======== =============================== ======= ============ ===================
+
+β = 0 gives α_l^0 = 1 for every layer (including α_l = 0), i.e. exactly uniform LoRA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nast.errors import StageError
+
+METHODS = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str                 # recorded method name (e.g. "nast-beta0.5")
+    base: str                 # one of METHODS
+    train: bool = True
+    lora: bool = True
+    full_ft: bool = False
+    beta: float = 0.0
+    hard_negative: bool = False
+    topk: int | None = None
+    lambda_claim: float = 1.0
+    lr: float = 5e-4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_method(method: str, params: dict[str, Any], beta: str | float | None = None) -> MethodSpec:
+    """The trainer settings of a method. ``beta`` (the --beta flag, as typed) only applies to nast."""
+    if method not in METHODS:
+        raise StageError(f"params.yaml / --method: unknown method {method!r} (choose from {', '.join(METHODS)})")
+    tp = params["train"]
+    lam = float(tp["lambda_claim"])
+    lr = float(tp["lr"])
+    if beta is not None and method != "nast":
+        raise StageError(f"--beta applies to --method nast only (got --method {method})")
+    if method == "zero_shot":
+        return MethodSpec(name=method, base=method, train=False, lora=False, lambda_claim=0.0, lr=0.0)
+    if method == "lora_uniform":
+        return MethodSpec(name=method, base=method, beta=0.0, lambda_claim=lam, lr=lr)
+    if method == "nast":
+        if beta is None:
+            return MethodSpec(name="nast", base=method, beta=float(params["nast"]["beta"]), lambda_claim=lam, lr=lr)
+        try:
+            b = float(beta)
+        except ValueError:
+            raise StageError(f"--beta: not a number: {beta!r}") from None
+        if b < 0:
+            raise StageError(f"--beta: must be >= 0, got {beta}")
+        return MethodSpec(name=f"nast-beta{beta}", base=method, beta=b, lambda_claim=lam, lr=lr)
+    if method == "full_ft":
+        return MethodSpec(name=method, base=method, lora=False, full_ft=True, lambda_claim=lam,
+                          lr=float(tp["full_ft_lr"]))
+    if method == "hard_negative":
+        return MethodSpec(name=method, base=method, hard_negative=True, lambda_claim=0.0, lr=lr)
+    # topk_layers
+    return MethodSpec(name=method, base=method, topk=int(tp["topk_layers"]), lambda_claim=lam, lr=lr)

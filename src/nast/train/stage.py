@@ -1,0 +1,142 @@
+"""``nast train``: train NAST or a baseline and write ``models/<method>/``.
+
+Output folder (``--out``)::
+
+    manifest.json        method, trained (bool), seed, epochs, base model params, files
+    adapter.pt           state dict of the trained parameters (LoRA A/B, or the text tower for full_ft)
+    adapter_config.json  method spec, LoRA targets (after re-targeting) and config, layer scales
+    layer_weights.csv    copy of the CTE layer weights used
+    params_used.json     the params sections that matter (data.source, model, train, nast) + seed
+    curve.csv            epoch, loss, clip_loss, claim_loss, val_mcq_negated_acc, val_mcq_affirmative_acc, val_claim_acc
+    state/epoch_NNN.pt   the last complete epoch (weights, optimizer, RNG states, curve) for resume
+
+``zero_shot`` trains nothing and writes only manifest.json + params_used.json (the base reference).
+A killed run resumes when rerun with the same arguments. ``--stop-after-epoch N`` (or env
+``NAST_STOP_AFTER_EPOCH``) stops after epoch N without writing the final files (exit code 3);
+it exists to test resuming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import polars as pl
+
+from nast import io
+from nast.errors import StageError
+from nast.train.methods import METHODS, resolve_method
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, choices=METHODS, help="method to train")
+    parser.add_argument("--beta", default=None,
+                        help="nast only: exponent beta of alpha_l^beta (overrides params nast.beta; "
+                             "the method is recorded as nast-beta{BETA})")
+    parser.add_argument("--cohort", required=True, help="cohort.parquet (hashed into the tracking params and the resume fingerprint)")
+    parser.add_argument("--benchmark", required=True, help="benchmark.parquet (validate split -> per-epoch val MCQ)")
+    parser.add_argument("--contextual", required=True, help="contextual.parquet (train split -> training pairs)")
+    parser.add_argument("--layer-weights", default=None,
+                        help="reports/cte/layer_weights.csv (layer, cte, alpha); required by nast (beta > 0) and topk_layers")
+    parser.add_argument("--out", required=True, help="output model folder, e.g. models/nast")
+    parser.add_argument("--stop-after-epoch", type=int, default=None,
+                        help="testing: stop after this epoch as if killed (exit 3); rerun to resume")
+
+
+def params_used(params: dict, seed: int) -> dict:
+    return {"data": {"source": params["data"]["source"]}, "model": params["model"], "train": params["train"],
+            "nast": params["nast"], "seed": seed}
+
+
+def run(args: argparse.Namespace, params: dict) -> int:
+    import torch
+
+    from nast import tracking
+    from nast.evaluate.scoring import validation_metrics
+    from nast.models import load_model
+    from nast.train import trainer
+    from nast.train.data import benchmark_split, caption_groups
+
+    spec = resolve_method(args.method, params, args.beta)
+    out = Path(args.out)
+    tp = params["train"]
+    seed = int(tp["seed"])
+    stop = args.stop_after_epoch
+    if stop is None and os.environ.get("NAST_STOP_AFTER_EPOCH"):
+        stop = int(os.environ["NAST_STOP_AFTER_EPOCH"])
+    inputs = [args.cohort, args.benchmark, args.contextual] + ([args.layer_weights] if args.layer_weights else [])
+
+    manifest = {"method": spec.name, "base_method": spec.base, "trained": spec.train, "seed": seed,
+                "epochs": int(tp["epochs"]) if spec.train else 0, "base": params["model"]}
+    if not spec.train:
+        io.write_json(params_used(params, seed), out / "params_used.json")
+        io.write_json({**manifest, "files": ["params_used.json"]}, out / "manifest.json")
+        log.info("%s: no training; wrote the base reference to %s", spec.name, out)
+        tracking.log_method(params, spec.name, stage="train", inputs=inputs, artifacts=[out / "manifest.json"])
+        return 0
+
+    for p in (args.contextual, args.benchmark, args.cohort):
+        if not Path(p).is_file():
+            raise StageError(f"input not found: {p}")
+    contextual = pl.read_parquet(args.contextual)
+    benchmark = pl.read_parquet(args.benchmark)
+    groups = caption_groups(contextual, "train", source=args.contextual)
+    benchmark_split(benchmark, "validate", source=args.benchmark)  # structural check only
+    lw = trainer.read_layer_weights(args.layer_weights) if args.layer_weights else None
+    needs_lw = (spec.beta != 0) or spec.topk is not None
+    if needs_lw and lw is None:
+        raise StageError(f"--method {args.method} needs --layer-weights (reports/cte/layer_weights.csv)")
+
+    torch.manual_seed(seed)
+    vl = load_model(params["model"], device=params["model"].get("device", "auto"))
+    info = trainer.apply_method(vl, spec, tp, lw)
+    n_layers = vl.n_text_layers
+    scales = (trainer.layer_scales(lw, n_layers, spec.beta, source=str(args.layer_weights))
+              if lw is not None and spec.beta != 0 else [1.0] * n_layers)
+    scale_mode = params["nast"].get("scale", "grad")
+    log.info("%s: %d caption groups (train), %d trainable tensors, adapters on %d modules, layer scales %s",
+             spec.name, groups.height, sum(1 for p in vl.model.parameters() if p.requires_grad),
+             len(info["targets"]), ", ".join(f"{s:.3g}" for s in scales))
+
+    fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],
+                                        "scales": scales, "scale_mode": scale_mode,
+                                        "inputs": tracking.data_hash(inputs)})
+    curve, finished = trainer.train(
+        vl, spec, groups, tp, scales, scale_mode, out,
+        validate=lambda: validation_metrics(vl, benchmark, contextual, "validate"),
+        stop_after_epoch=stop, fingerprint=fingerprint,
+    )
+    if not finished:
+        return 3
+
+    torch.save(trainer.trainable_state(vl.model), out / f".{trainer.ADAPTER_FILE}.tmp")
+    os.replace(out / f".{trainer.ADAPTER_FILE}.tmp", out / trainer.ADAPTER_FILE)
+    io.write_json({"method": spec.name, "spec": spec.to_dict(), "family": vl.family,
+                   "targets": info["targets"], "blocks": info["blocks"],
+                   "lora": {k: tp[k] for k in ("lora_r", "lora_alpha", "lora_dropout")},
+                   "adapted_modules": trainer.adapted_modules(vl.model),
+                   "layer_scales": scales, "scale_mode": scale_mode, "trained": True},
+                  out / trainer.ADAPTER_CONFIG)
+    files = [trainer.ADAPTER_FILE, trainer.ADAPTER_CONFIG, "params_used.json", "curve.csv"]
+    if args.layer_weights:
+        trainer.copy_file(args.layer_weights, out / "layer_weights.csv")
+        files.append("layer_weights.csv")
+    io.write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
+    io.write_json(params_used(params, seed), out / "params_used.json")
+    io.write_json({**manifest, "files": files, "final": curve[-1] if curve else {}}, out / "manifest.json")
+    log.info("%s: wrote %s", spec.name, out)
+    tracking.log_method(
+        params, spec.name, stage="train", inputs=inputs,
+        step_metrics=[(int(r["epoch"]), {f"train_{k}" if not k.startswith("val_") else k: v
+                                          for k, v in r.items() if k != "epoch"}) for r in curve],
+        artifacts=[out / f for f in files if f != "params_used.json"] + [out / "params_used.json"],
+        artifact_dir="model",
+    )
+    return 0
+
+
+__all__ = ["add_arguments", "run"]

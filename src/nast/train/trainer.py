@@ -1,0 +1,427 @@
+"""The NAST trainer: LoRA (PEFT) on the text encoder with per-layer CTE gradient scaling.
+
+Method
+------
+1. **Adapters.** LoRA adapters are injected with ``peft.inject_adapter_in_model`` on the modules
+   named by ``VLModel.lora_target_modules`` (explicit full names, matched exactly - a bare suffix
+   would also hit the vision tower). ``torch.nn.MultiheadAttention`` (open_clip native CLIP)
+   does not call ``out_proj.forward`` - it reads ``out_proj.weight`` directly - so a LoRA on
+   ``attn.out_proj`` would never receive a gradient. Such a target is re-targeted to its parent
+   ``nn.MultiheadAttention``, which PEFT adapts as a whole (in_proj and out_proj, merged on the
+   fly). Everything else is frozen (the vision tower too, unless ``train.train_vision``).
+2. **Gradient scaling.** After every backward pass, the gradient of each trainable parameter of
+   text block ``i`` is multiplied by ``alpha_{i+1} ** beta`` (``layer_weights.csv``: layer 0 =
+   embeddings, block ``i`` = layer ``i+1``). ``beta = 0`` gives factor 1 everywhere (uniform
+   LoRA, also for ``alpha = 0``). With ``nast.scale: lr`` the factor scales the block's learning
+   rate instead (AdamW is invariant to a constant per-tensor gradient scale, so only lr scaling
+   changes AdamW updates for 0 < alpha < 1; factor 0 freezes a block in both modes).
+3. **Loss.** ``clip_loss(image, true caption)`` within the batch + ``lambda_claim *
+   claim_loss(true caption vs. its foils)``; the hard_negative baseline uses the NegCLIP loss
+   instead (see :mod:`nast.train.losses`, :mod:`nast.train.methods`).
+4. **Determinism and resume.** Seeds from ``train.seed``; epoch ``e`` is shuffled with its own
+   generator seeded by ``(seed, e)``. After every epoch ``OUT/state/epoch_NNN.pt`` holds the
+   trainable weights, the optimizer state, the torch RNG states, the epoch and the curve so far
+   (atomic write). A rerun with the same arguments resumes from the last complete epoch and
+   reaches the same final weights and metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+import torch
+from torch import nn
+
+from nast.errors import StageError
+from nast.train import losses
+from nast.train.data import load_images, not_negative_mask, tokens_on_device
+from nast.train.methods import MethodSpec
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "state"
+ADAPTER_FILE = "adapter.pt"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+# ----------------------------------------------------------------------------- layer weights
+def read_layer_weights(path: str | Path) -> pl.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"layer weights not found: {path}")
+    df = pl.read_csv(path)
+    missing = [c for c in ("layer", "cte", "alpha") if c not in df.columns]
+    if missing:
+        raise StageError(f"{path}: missing column(s): {', '.join(repr(c) for c in missing)}")
+    return df.select(pl.col("layer").cast(pl.Int64), pl.col("cte").cast(pl.Float64),
+                     pl.col("alpha").cast(pl.Float64)).sort("layer")
+
+
+def layer_scales(lw: pl.DataFrame, n_layers: int, beta: float, source: str = "layer_weights.csv") -> list[float]:
+    """Factor per text block ``i``: ``alpha_{i+1} ** beta`` (0 ** 0 = 1)."""
+    alpha = dict(zip(lw["layer"].to_list(), lw["alpha"].to_list()))
+    out = []
+    for i in range(n_layers):
+        a = alpha.get(i + 1)
+        if a is None or a != a:
+            raise StageError(f"{source}: no alpha for layer {i + 1} (text block {i}; model has {n_layers} blocks)")
+        if a < 0:
+            raise StageError(f"{source}: alpha of layer {i + 1} is negative ({a})")
+        out.append(1.0 if beta == 0 else float(a) ** float(beta))
+    return out
+
+
+def topk_blocks(lw: pl.DataFrame, k: int, n_layers: int) -> list[int]:
+    """Block indices of the k layers (>= 1) with the highest CTE; ties -> lower layer first."""
+    rows = [(c, l) for l, c in zip(lw["layer"].to_list(), lw["cte"].to_list()) if 1 <= l <= n_layers]
+    rows.sort(key=lambda t: (-t[0], t[1]))
+    return sorted(l - 1 for _c, l in rows[:k])
+
+
+# ------------------------------------------------------------------------------- adapters
+def resolve_targets(model: nn.Module, names: list[str]) -> list[str]:
+    """Check each target exists; re-target ``out_proj`` of an ``nn.MultiheadAttention`` to the MHA."""
+    modules = dict(model.named_modules())
+    out: list[str] = []
+    for name in names:
+        if name not in modules:
+            raise StageError(f"LoRA target module not found in the model: {name}")
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        if name.endswith(".out_proj") and isinstance(modules.get(parent), nn.MultiheadAttention):
+            name = parent
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _vision_module(model: nn.Module) -> nn.Module:
+    for attr in ("visual", "vision_model"):
+        if hasattr(model, attr):
+            return getattr(model, attr)
+    raise StageError("train.train_vision: cannot find the vision tower (no .visual / .vision_model)")
+
+
+def apply_method(vl, spec: MethodSpec, train_params: dict[str, Any], lw: pl.DataFrame | None) -> dict[str, Any]:
+    """Make ``vl.model`` trainable as the method says; returns the adapter description."""
+    model = vl.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    info: dict[str, Any] = {"targets": [], "blocks": None}
+    if spec.lora:
+        blocks = None
+        if spec.topk is not None:
+            if lw is None:
+                raise StageError("topk_layers needs --layer-weights (reports/cte/layer_weights.csv)")
+            blocks = topk_blocks(lw, spec.topk, vl.n_text_layers)
+        targets = resolve_targets(model, vl.lora_target_modules(blocks))
+        if not targets:
+            raise StageError(f"no LoRA target modules for family {vl.family!r}")
+        inject_lora(model, targets, train_params)
+        info.update(targets=targets, blocks=blocks)
+    if spec.full_ft:
+        for p in vl.text_module().parameters():
+            p.requires_grad_(True)
+    if train_params.get("train_vision") and spec.train:
+        for p in _vision_module(model).parameters():
+            p.requires_grad_(True)
+    return info
+
+
+def inject_lora(model: nn.Module, targets: list[str], train_params: dict[str, Any]) -> nn.Module:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    regex = "^(?:" + "|".join(re.escape(t) for t in targets) + ")$"
+    cfg = LoraConfig(r=int(train_params["lora_r"]), lora_alpha=float(train_params["lora_alpha"]),
+                     lora_dropout=float(train_params["lora_dropout"]), target_modules=regex, bias="none")
+    inject_adapter_in_model(cfg, model)
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    pin_mha_base_weights(model)
+    return model
+
+
+def pin_mha_base_weights(model: nn.Module) -> int:
+    """Keep the frozen base weights of PEFT-adapted ``nn.MultiheadAttention`` bit-exact.
+
+    PEFT adapts an MHA by merging the LoRA delta into ``in_proj_weight`` / ``out_proj.weight``
+    before the forward and subtracting it afterwards; ``(W + d) - d`` is not ``W`` in floating
+    point, so the frozen base drifts a little with every forward (and the drift is in no
+    checkpoint). A forward hook restores the pristine base weights after every call, which makes
+    training, resuming and evaluation exactly reproducible. Returns the number of MHAs pinned.
+    """
+    from peft.tuners.lora.layer import MultiheadAttention as LoraMHA
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, LoraMHA) and not getattr(module, "_nast_pinned", False):
+            base = module.get_base_layer()
+            clean_in = base.in_proj_weight.detach().clone()
+            clean_out = base.out_proj.get_base_layer().weight.detach().clone()
+
+            def restore(mod, _inputs, _output, clean_in=clean_in, clean_out=clean_out):
+                b = mod.get_base_layer()
+                with torch.no_grad():
+                    b.in_proj_weight.data.copy_(clean_in)
+                    b.out_proj.get_base_layer().weight.data.copy_(clean_out)
+
+            module.register_forward_hook(restore)
+            module._nast_pinned = True
+            n += 1
+    return n
+
+
+def adapted_modules(model: nn.Module) -> list[str]:
+    """Names of modules that carry a LoRA adapter (PEFT LoraLayer).
+
+    PEFT's MultiheadAttention adapter keeps an inner LoRA on ``base_layer.out_proj``; that one is
+    part of the MHA adapter and not listed separately.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    return [n for n, m in model.named_modules() if isinstance(m, LoraLayer) and ".base_layer." not in f".{n}."]
+
+
+def block_parameters(vl) -> dict[int, list[nn.Parameter]]:
+    """Trainable parameters per text block index (identity based, family independent)."""
+    return {i: [p for p in block.parameters() if p.requires_grad] for i, block in enumerate(vl.text_layers())}
+
+
+def scale_gradients(groups: dict[int, list[nn.Parameter]], scales: list[float]) -> None:
+    """In place: grad of every parameter of block i *= scales[i]."""
+    for i, params in groups.items():
+        s = scales[i]
+        if s == 1.0:
+            continue
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(s)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise StageError(f"{source}: parameters not in the model: {missing[:3]}")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+# ---------------------------------------------------------------------------------- loop
+def _tokens(vl, texts: list[str]) -> dict:
+    return tokens_on_device(vl, texts)
+
+
+def _scale(vl) -> torch.Tensor:
+    return vl.logit_scale.detach().exp().clamp(max=100.0)
+
+
+def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss of one batch (rows of the caption-group table; img = their image embeddings)."""
+    sub = [groups.row(r, named=True) for r in rows]
+    captions = [r["caption"] for r in sub]
+    keys = [r["dicom_id"] for r in sub]
+    max_f = max((len(r["foils"]) for r in sub), default=0)
+    foil_texts, foil_kinds, mask = [], [], torch.zeros(len(sub), max_f, dtype=torch.bool)
+    for i, r in enumerate(sub):
+        for j, (f, t) in enumerate(zip(r["foils"], r["foil_types"])):
+            foil_texts.append(f)
+            foil_kinds.append(t)
+            mask[i, j] = True
+    emb = vl.encode_text(_tokens(vl, captions + foil_texts))
+    cap, foil_flat = emb[: len(sub)], emb[len(sub):]
+    scale = _scale(vl)
+    nn_mask = not_negative_mask(keys, captions).to(img.device)
+    if spec.hard_negative:
+        pol = [k for k, t in enumerate(foil_kinds) if t == "polarity"]
+        neg = foil_flat[pol] if pol else foil_flat[:0]
+        pol_texts = [foil_texts[k] for k in pol]
+        neg_mask = torch.tensor([[t == c for t in pol_texts] for c in captions], dtype=torch.bool,
+                                device=img.device).reshape(len(sub), len(pol_texts))
+        clip = losses.hard_negative_clip_loss(img, cap, neg, scale, nn_mask, neg_mask)
+    else:
+        clip = losses.clip_loss(img, cap, scale, nn_mask)
+    if spec.lambda_claim > 0 and max_f > 0:
+        foils = cap.new_zeros(len(sub), max_f, cap.shape[-1])
+        foils[mask] = foil_flat
+        claim = losses.claim_loss(img, cap, foils, mask.to(img.device), scale)
+    else:
+        claim = cap.new_zeros(())
+    return {"loss": clip + spec.lambda_claim * claim, "clip_loss": clip, "claim_loss": claim}
+
+
+def _latest_checkpoint(state_dir: Path) -> Path | None:
+    cks = sorted(state_dir.glob("epoch_*.pt"))
+    return cks[-1] if cks else None
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    vl,
+    spec: MethodSpec,
+    groups: pl.DataFrame,
+    train_params: dict[str, Any],
+    scales: list[float],
+    scale_mode: str,
+    out_dir: str | Path,
+    validate: Callable[[], dict[str, float]] | None = None,
+    stop_after_epoch: int | None = None,
+    fingerprint: str = "",
+) -> tuple[list[dict[str, float]], bool]:
+    """Run (or resume) training. Returns (curve rows, finished). Writes OUT/state/ checkpoints.
+
+    A checkpoint is resumed only when its ``fingerprint`` (method, params, inputs) matches; a
+    stale one from different settings is discarded with a warning.
+    """
+    out_dir = Path(out_dir)
+    state_dir = out_dir / STATE_DIR
+    seed = int(train_params["seed"])
+    epochs = int(train_params["epochs"])
+    bs = int(train_params["batch_size"])
+    torch.manual_seed(seed)
+
+    if groups.height == 0:
+        raise StageError("no training examples: the contextual table has no rows in split 'train'")
+    blocks = block_parameters(vl)
+    in_block = {id(p) for ps in blocks.values() for p in ps}
+    trainable = [p for p in vl.model.parameters() if p.requires_grad]
+    if not trainable:
+        raise StageError(f"method {spec.name}: nothing to train")
+    if scale_mode == "lr":
+        pg = [{"params": ps, "lr": spec.lr * scales[i]} for i, ps in blocks.items() if ps]
+        rest = [p for p in trainable if id(p) not in in_block]
+        if rest:
+            pg.append({"params": rest, "lr": spec.lr})
+        opt = torch.optim.AdamW(pg, lr=spec.lr, weight_decay=0.0)
+    else:
+        opt = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
+
+    # images: embedded once when the vision tower is frozen
+    paths = groups["image_path"].to_list()
+    train_vision = bool(train_params.get("train_vision"))
+    pixels = load_images(vl, sorted(set(paths)))
+    path_idx = {p: i for i, p in enumerate(sorted(set(paths)))}
+    row_img = torch.tensor([path_idx[p] for p in paths])
+    if not train_vision:
+        vl.model.eval()
+        with torch.no_grad():
+            img_all = torch.cat([vl.encode_image(pixels[i : i + 64].to(vl.device)) for i in range(0, len(pixels), 64)])
+
+    curve: list[dict[str, float]] = []
+    start = 1
+    ck = _latest_checkpoint(state_dir)
+    state = torch.load(ck, map_location="cpu", weights_only=False) if ck is not None else None
+    if state is not None and state.get("fingerprint", "") != fingerprint:
+        log.warning("%s: %s was written with other settings or inputs; starting afresh", spec.name, ck)
+        for old in state_dir.glob("epoch_*.pt"):
+            old.unlink()
+        state = None
+    if state is not None:
+        load_trainable_state(vl.model, state["trainable"], str(ck))
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        curve = list(state["curve"])
+        start = int(state["epoch"]) + 1
+        log.info("%s: resuming from %s (epoch %d of %d)", spec.name, ck, start - 1, epochs)
+
+    n = groups.height
+    for epoch in range(start, epochs + 1):
+        vl.model.train()
+        if not train_vision:
+            vl.model.eval()  # no dropout/BN drift in the frozen parts; LoRA dropout obeys its own module
+            for m in vl.text_layers():
+                m.train()
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        perm = torch.randperm(n, generator=gen).tolist()
+        sums = {"loss": 0.0, "clip_loss": 0.0, "claim_loss": 0.0}
+        steps = 0
+        for b in range(0, n, bs):
+            rows = perm[b : b + bs]
+            if len(rows) < 2:
+                continue
+            if train_vision:
+                img = vl.encode_image(pixels[row_img[rows]].to(vl.device))
+            else:
+                img = img_all[row_img[rows]]
+            out = step_loss(vl, spec, groups, rows, img)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if scale_mode == "grad":
+                scale_gradients(blocks, scales)
+            opt.step()
+            for k in sums:
+                sums[k] += float(out[k].detach())
+            steps += 1
+        row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        if validate is not None:
+            row.update(validate())
+        curve.append(row)
+        _atomic_torch_save(
+            {"epoch": epoch, "trainable": trainable_state(vl.model), "optimizer": opt.state_dict(),
+             "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+             "curve": curve, "method": spec.name, "fingerprint": fingerprint},
+            state_dir / f"epoch_{epoch:03d}.pt",
+        )
+        for old in state_dir.glob("epoch_*.pt"):
+            if old.name != f"epoch_{epoch:03d}.pt":
+                old.unlink()
+        log.info("%s: epoch %d/%d loss %.4f (clip %.4f, claim %.4f)%s", spec.name, epoch, epochs,
+                 row["loss"], row["clip_loss"], row["claim_loss"],
+                 "".join(f", {k} {v:.3f}" for k, v in row.items() if k.startswith("val_") and not math.isnan(v)))
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < epochs:
+            log.warning("%s: stopping after epoch %d (requested); rerun to resume", spec.name, epoch)
+            return curve, False
+    return curve, True
+
+
+def copy_file(src: str | Path, dst: str | Path) -> None:
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def load_trained(vl, model_dir: str | Path, train_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply a trained method from ``model_dir`` to a freshly loaded base ``vl`` (in place).
+
+    Returns the adapter config (``{"trained": False}`` for zero_shot).
+    """
+    import json
+
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / ADAPTER_CONFIG
+    manifest = model_dir / "manifest.json"
+    if not cfg_path.is_file():
+        if manifest.is_file() and not json.loads(manifest.read_text()).get("trained", True):
+            return {"trained": False}
+        raise StageError(f"trained model not found: {cfg_path}")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("targets"):
+        inject_lora(vl.model, cfg["targets"], cfg["lora"])
+    weights = model_dir / ADAPTER_FILE
+    if not weights.is_file():
+        raise StageError(f"adapter weights not found: {weights}")
+    load_trainable_state(vl.model, torch.load(weights, map_location="cpu", weights_only=True), str(weights))
+    vl.model.eval()
+    return cfg

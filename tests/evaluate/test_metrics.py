@@ -1,0 +1,67 @@
+"""Metric functions on hand-computable inputs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nast.evaluate import metrics as M
+
+
+def test_mcq_correct_and_ties():
+    scores = np.array([[0.1, 0.9, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.3]])
+    hits = M.mcq_correct(scores, [1, 1, 3])
+    assert hits.tolist() == [True, False, True]  # a tie is not resolved in favour of the answer
+    assert M.accuracy(hits) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        M.mcq_correct(scores, [1, 1])
+
+
+def test_bootstrap_ci():
+    assert M.bootstrap_ci(np.ones(10, bool), 200, 0) == (1.0, 1.0)
+    assert M.bootstrap_ci(np.array([1, 0, 1, 0]), 200, 0, paired_with=np.array([1, 0, 1, 0])) == (0.0, 0.0)
+    lo, hi = M.bootstrap_ci(np.array([1, 0] * 50), 500, 0)
+    assert 0.35 < lo < 0.5 < hi < 0.65
+    assert M.bootstrap_ci(np.array([1, 0] * 50), 500, 0) == (lo, hi)  # seeded
+    assert all(math.isnan(v) for v in M.bootstrap_ci(np.ones(3), 0, 0))
+
+
+def test_grouped_accuracy_with_list_keys():
+    got = M.grouped_accuracy([True, False, True], [["Edema", "Fracture"], ["Edema"], ["Fracture"]])
+    assert got == {"Edema": 0.5, "Fracture": 1.0}
+    assert M.grouped_accuracy([True, False, False], [0, 0, 2]) == {"0": 0.5, "2": 0.0}
+    assert M.n_negated_in_option([1, 0, 0]) == 2
+
+
+def test_claim_accuracy_definitions():
+    cap = [0.9, 0.9, 0.5]
+    foil = [0.1, 0.95, 0.2]
+    group = ["g1", "g1", "g2"]
+    types = ["polarity", "laterality", "polarity"]
+    got = M.claim_accuracy(cap, foil, group, types)
+    assert got["claim_acc"] == 0.5  # g1 loses to its laterality foil
+    assert got["claim_pair_acc"] == pytest.approx(2 / 3)
+    assert got["claim_acc_by_foil_type"] == {"laterality": 0.0, "polarity": 1.0}
+    assert got["n_claim_groups"] == 2 and got["n_claim_pairs"] == 3
+
+
+def test_recall_at_k_hand_made():
+    sim = np.array([[0.9, 0.1, 0.2],
+                    [0.8, 0.5, 0.1],   # true item ranked 2nd
+                    [0.3, 0.3, 0.3]])  # all tied -> pessimistic: rank 2
+    r = M.recall_at_k(sim, ks=(1, 2, 3))
+    assert r == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    pos = np.zeros((3, 3), bool)
+    pos[1, 0] = True  # item 0 has the identical text -> counts as correct for query 1
+    assert M.recall_at_k(sim, ks=(1,), positives=pos)[1] == pytest.approx(2 / 3)
+    ret = M.retrieval_metrics(sim)
+    assert set(ret) == {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}
+    assert ret["t2i_r1"] == 1.0  # columns: each text scores its own image highest (0.9, 0.5, 0.3)
+    assert ret["i2t_r1"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        M.recall_at_k(np.zeros((2, 3)))
+
+
+def test_auroc():
+    assert M.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert M.auroc([0.1, 0.2], [1, 1]) is None

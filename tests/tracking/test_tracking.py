@@ -1,0 +1,92 @@
+"""MLflow round trip against a real SQLite store in tmp (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from nast import tracking
+
+PARAMS = {
+    "data": {"source": "demo", "seed": 0},
+    "train": {"epochs": 2, "lr": 0.001},
+    "nast": {"beta": 1.0},
+    "llm": {"api_key_env": "OPENAI_API_KEY"},
+    "tracking": {"tracking_uri": "sqlite:///unused.db", "experiment_prefix": "nast-test"},
+}
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("NAST_TRACKING", "1")
+    monkeypatch.chdir(tmp_path)
+    # a repository of its own: the parent run is keyed by git commit, and the project's HEAD may move
+    for cmd in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, check=True, capture_output=True)
+    return uri
+
+
+def test_scrub_drops_secrets():
+    flat = tracking.flatten({"llm": {"api_key_env": "X", "model": "m"}, "a": {"token": 1, "Secret_x": 2}})
+    assert tracking.scrub(flat) == {"llm.model": "m"}
+
+
+def test_uri_env_overrides(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(PARAMS) == "sqlite:///unused.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
+    assert tracking.tracking_uri(PARAMS) == "sqlite:///other.db"
+
+
+def test_disabled_is_noop(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAST_TRACKING", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'x.db'}")
+    assert tracking.log_method(PARAMS, "nast", stage="train", final_metrics={"a": 1.0}) is None
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_round_trip(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    inp = tmp_path / "in.parquet"
+    inp.write_bytes(b"abc")
+    art = tmp_path / "curve.csv"
+    art.write_text("epoch,loss\n1,0.5\n")
+    rid_train = tracking.log_method(
+        PARAMS, "nast", stage="train", inputs=[inp],
+        step_metrics=[(1, {"loss": 0.9}), (2, {"loss": 0.5})], artifacts=[art],
+    )
+    rid_eval = tracking.log_method(
+        PARAMS, "nast", stage="evaluate", final_metrics={"mcq_negated_acc": 0.75, "skip": "text"}
+    )
+    rid_base = tracking.log_method(PARAMS, "zero_shot", stage="evaluate", final_metrics={"mcq_negated_acc": 0.4})
+    assert rid_train and rid_train == rid_eval and rid_base != rid_train
+
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("nast-test-demo")
+    assert exp is not None
+    run = client.get_run(rid_train)
+    assert run.data.metrics["mcq_negated_acc"] == 0.75
+    assert "skip" not in run.data.metrics
+    hist = client.get_metric_history(rid_train, "loss")
+    assert sorted((m.step, m.value) for m in hist) == [(1, 0.9), (2, 0.5)]
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["nast.beta"] == "1.0"
+    assert not any("key" in k.lower() for k in run.data.params)
+    assert len(run.data.params["data_hash.train"]) == 16
+    parent_id = run.data.tags["mlflow.parentRunId"]
+    assert client.get_run(rid_base).data.tags["mlflow.parentRunId"] == parent_id
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["nast.role"] == "pipeline"
+    assert parent.data.tags["nast.git_commit"] == tracking.git_commit()
+    assert [a.path for a in client.list_artifacts(rid_train)] == ["curve.csv"]
+    # the parent receives report artifacts
+    table = tmp_path / "summary.csv"
+    table.write_text("method,x\nnast,1\n")
+    assert tracking.log_pipeline_artifacts(PARAMS, [table], {"best": 0.75}) == parent_id
+    assert client.get_run(parent_id).data.metrics["best"] == 0.75
+    json.dumps(run.data.params)  # plain strings

@@ -1,0 +1,155 @@
+"""Gradient scaling by alpha_l^beta, beta = 0 == uniform LoRA, resume after a kill (via the CLI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from nast.cli import main
+from nast.models import load_model
+from nast.train import trainer
+from nast.train.data import caption_groups, load_images
+from nast.train.methods import resolve_method
+
+
+def _setup(world, method, beta=None):
+    params = world["params"]
+    torch.manual_seed(0)
+    vl = load_model(params["model"], device="cpu")
+    spec = resolve_method(method, params, beta)
+    lw = trainer.read_layer_weights(world["files"]["layer_weights"])
+    trainer.apply_method(vl, spec, params["train"], lw)
+    return vl, spec, lw
+
+
+def _block_grads(vl, world, spec, scales):
+    groups = caption_groups(pl.read_parquet(world["files"]["contextual"]), "train")
+    rows = list(range(4))
+    # move LoRA B off zero so that every adapter tensor has a gradient
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for n, p in vl.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        img = vl.encode_image(load_images(vl, [groups["image_path"][r] for r in rows]))
+    vl.model.zero_grad()
+    trainer.step_loss(vl, spec, groups, rows, img)["loss"].backward()
+    blocks = trainer.block_parameters(vl)
+    trainer.scale_gradients(blocks, scales)
+    return {i: [p.grad.clone() for p in ps] for i, ps in blocks.items()}
+
+
+def test_layer_scales_from_csv(world):
+    lw = trainer.read_layer_weights(world["files"]["layer_weights"])  # alpha 0.3, 0.0, 0.5, 1.0 (layers 0..3)
+    assert trainer.layer_scales(lw, 3, 1.0) == [0.0, 0.5, 1.0]
+    assert trainer.layer_scales(lw, 3, 2.0) == [0.0, 0.25, 1.0]
+    assert trainer.layer_scales(lw, 3, 0.0) == [1.0, 1.0, 1.0]
+    from nast.errors import StageError
+
+    with pytest.raises(StageError, match="layer 4"):
+        trainer.layer_scales(lw, 4, 1.0)
+
+
+def test_gradients_scaled_per_layer(world):
+    vl0, spec0, lw = _setup(world, "lora_uniform")
+    g0 = _block_grads(vl0, world, spec0, [1.0] * 3)
+    vl2, spec2, _ = _setup(world, "nast", "2")
+    scales = trainer.layer_scales(lw, 3, spec2.beta)
+    g2 = _block_grads(vl2, world, spec2, scales)
+    for i, s in enumerate([0.0, 0.25, 1.0]):
+        assert g0[i], f"block {i} has no adapter params"
+        for a, b in zip(g0[i], g2[i]):
+            assert float(a.abs().sum()) > 0
+            torch.testing.assert_close(b, a * s, rtol=1e-5, atol=1e-7)
+
+
+def _train_cli(world, out, *extra, method="nast"):
+    f = world["files"]
+    argv = ["train", "--params", f["params"], "--method", method, "--cohort", f["cohort"],
+            "--benchmark", f["benchmark"], "--contextual", f["contextual"],
+            "--layer-weights", f["layer_weights"], "--out", str(out), *extra]
+    return main(argv)
+
+
+def _adapter(out):
+    return torch.load(Path(out) / "adapter.pt", weights_only=True)
+
+
+def _train_api(world, method, beta, out):
+    vl, spec, lw = _setup(world, method, beta)
+    groups = caption_groups(pl.read_parquet(world["files"]["contextual"]), "train")
+    scales = trainer.layer_scales(lw, vl.n_text_layers, spec.beta)
+    tp = {**world["params"]["train"], "epochs": 1}
+    curve, done = trainer.train(vl, spec, groups, tp, scales, "grad", out)
+    assert done and len(curve) == 1
+    return trainer.trainable_state(vl.model)
+
+
+def test_beta0_equals_uniform_lora(world, tmp_path):
+    a = _train_api(world, "nast", "0", tmp_path / "b0")
+    b = _train_api(world, "lora_uniform", None, tmp_path / "lu")
+    init = _adapter_init(world)
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], init[k]) for k in a if "lora_B" in k)  # it did train
+
+
+def test_resume_reproduces_uninterrupted_run(world, tmp_path, caplog):
+    assert _train_cli(world, tmp_path / "full", "--beta", "1") == 0
+    a = _adapter(tmp_path / "full")
+    cfg = json.loads((tmp_path / "full" / "adapter_config.json").read_text())
+    assert cfg["method"] == "nast-beta1" and cfg["layer_scales"] == [0.0, 0.5, 1.0]
+    # block 0 has alpha 0 -> alpha^1 = 0 -> its adapters never move; block 2 does
+    init = _adapter_init(world)
+    moved = {k: not torch.equal(v, init[k]) for k, v in a.items()}
+    assert not any(m for k, m in moved.items() if ".resblocks.0." in k)
+    assert any(m for k, m in moved.items() if ".resblocks.2." in k)
+
+    # killed after epoch 1, then resumed -> same final weights and curve
+    assert _train_cli(world, tmp_path / "r", "--beta", "1", "--stop-after-epoch", "1") == 3
+    assert not (tmp_path / "r" / "adapter.pt").exists()
+    assert [p.name for p in (tmp_path / "r" / "state").glob("*.pt")] == ["epoch_001.pt"]
+    # a checkpoint written with other settings is never resumed
+    shutil.copytree(tmp_path / "r", tmp_path / "stale")
+    with caplog.at_level(logging.WARNING):
+        assert _train_cli(world, tmp_path / "stale", "--beta", "2", "--stop-after-epoch", "1") == 3
+    assert "starting afresh" in caplog.text
+    stale = torch.load(tmp_path / "stale" / "state" / "epoch_001.pt", weights_only=False)
+    fresh = torch.load(tmp_path / "r" / "state" / "epoch_001.pt", weights_only=False)
+    assert stale["fingerprint"] != fresh["fingerprint"]
+    assert _train_cli(world, tmp_path / "r", "--beta", "1") == 0
+    c = _adapter(tmp_path / "r")
+    assert a.keys() == c.keys()
+    for k in a:
+        assert torch.equal(a[k], c[k]), k
+    assert (tmp_path / "r" / "curve.csv").read_text() == (tmp_path / "full" / "curve.csv").read_text()
+    curve = pl.read_csv(tmp_path / "r" / "curve.csv")
+    assert curve["epoch"].to_list() == [1, 2]
+    assert {"loss", "clip_loss", "claim_loss", "val_mcq_negated_acc", "val_mcq_affirmative_acc",
+            "val_claim_acc"} <= set(curve.columns)
+    for name in ("manifest.json", "params_used.json", "layer_weights.csv", "adapter_config.json"):
+        assert (tmp_path / "r" / name).is_file()
+
+
+def _adapter_init(world):
+    vl, _spec, _ = _setup(world, "nast", "1")
+    return trainer.trainable_state(vl.model)
+
+
+def test_zero_shot_writes_marker(world, tmp_path):
+    assert _train_cli(world, tmp_path / "z", method="zero_shot") == 0
+    m = json.loads((tmp_path / "z" / "manifest.json").read_text())
+    assert m["trained"] is False and m["base"]["family"] == "open_clip"
+    assert not (tmp_path / "z" / "adapter.pt").exists()
+
+
+def test_beta_flag_only_for_nast(world, tmp_path, capsys):
+    assert _train_cli(world, tmp_path / "x", "--beta", "1", method="lora_uniform") == 2
+    assert "--beta applies to --method nast only" in capsys.readouterr().err
