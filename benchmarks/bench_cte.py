@@ -1,0 +1,99 @@
+"""Benchmark: batched causal tracing (nast.trace.cte.patched_scores) vs the naive reference loop.
+
+Both run in this process on the same model, the same probing pairs and the same image embeddings;
+the script prints both timings and ends with the line
+
+    speedup=<naive seconds / batched seconds> max_abs_diff=<max |score_batched - score_naive|>
+
+Model: ``--model params`` uses ``params.model`` (e.g. the pretrained demo model), otherwise a
+random model of ``--family`` (the demo architecture ``nast-tiny-clip`` for open_clip, the tiny
+test configs for open_clip_hf / hf_clip). Usage::
+
+    python benchmarks/bench_cte.py                      # demo architecture, 8 pairs, 2 threads
+    python benchmarks/bench_cte.py --model params --params params.yaml
+    python benchmarks/bench_cte.py --family hf_clip --examples 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAIRS = [  # (affirmative, negated) MCQ-style options
+    ("Pleural effusion is present, the heart size is normal and the lungs are clear.",
+     "There is pleural effusion, no cardiomegaly and no consolidation."),
+    ("Sharp costophrenic angles, mild pulmonary edema.", "No pleural effusion, there is mild pulmonary edema."),
+    ("The mediastinum is widened; the lungs are well expanded.", "Widened mediastinum, no atelectasis."),
+    ("Large left pneumothorax with a normal cardiac silhouette.", "Large left pneumothorax, no cardiomegaly."),
+    ("Support devices are in place and the lungs are clear.", "Support devices, no focal consolidation."),
+    ("Normal heart size, right lower lobe opacity.", "No cardiomegaly, there is a right lower lobe opacity."),
+    ("Fractured left rib, the pleural spaces are clear.", "Left rib fracture, no pleural effusion or pneumothorax."),
+    ("Moderate cardiomegaly and bilateral edema.", "Cardiomegaly and edema, no pneumonia."),
+]
+
+
+def build_model(args):
+    from nast.models import load_model
+    from nast.models.testing import save_tiny, save_tiny_open_clip
+
+    if args.model == "params":
+        from nast.config import load_params
+
+        return load_model(load_params(args.params)["model"], "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cte_"))
+    if args.family == "open_clip":
+        cfg = ROOT / "src" / "nast" / "models" / "configs" / "nast-tiny-clip.json"
+        return load_model(save_tiny_open_clip(cfg, tmp / "m", seed=0), "cpu")
+    return load_model(save_tiny(args.family, ROOT / "tests" / "models" / "configs", tmp / "m", seed=0), "cpu")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", default="open_clip", choices=["open_clip", "open_clip_hf", "hf_clip"])
+    ap.add_argument("--model", default="random", choices=["random", "params"])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--examples", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from nast.trace.cte import common_length, patched_scores, patched_scores_naive
+
+    vl = build_model(args)
+    pairs = (PAIRS * (1 + args.examples // len(PAIRS)))[: args.examples]
+    src = vl.tokenize([a for a, _ in pairs])
+    tgt = vl.tokenize([n for _, n in pairs])
+    with torch.no_grad():
+        img = vl.encode_image(torch.randn(len(pairs), vl.channels, vl.image_size, vl.image_size))
+    P = common_length(vl, src, tgt)
+    L = vl.n_text_layers
+    print(f"model: {vl}  examples={len(pairs)}  positions={P}  layers={L + 1}  threads={args.threads}")
+    print(f"patched runs: {len(pairs) * (L + 1) * P}")
+
+    patched_scores(vl, src, tgt, img)  # warm-up (allocator, lazy init)
+    t0 = time.perf_counter()
+    fast = patched_scores(vl, src, tgt, img)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = patched_scores_naive(vl, src, tgt, img)
+    t_slow = time.perf_counter() - t0
+    diff = max(float((a.cpu() - b.cpu()).abs().max()) for a, b in zip(fast, slow))
+    d = fast[1] - fast[2]
+    cte_fast = (fast[0] - fast[2][:, None, None]) / d[:, None, None]
+    cte_slow = (slow[0] - slow[2][:, None, None]) / (slow[1] - slow[2])[:, None, None]
+    print(f"naive:   {t_slow:.3f} s  ({t_slow / len(pairs) * 1000:.1f} ms/example)")
+    print(f"batched: {t_fast:.3f} s  ({t_fast / len(pairs) * 1000:.1f} ms/example)")
+    print(f"max |CTE diff| = {float((cte_fast - cte_slow).abs().max()):.3g}  (min |d| = {float(d.abs().min()):.3g})")
+    print(f"speedup={t_slow / t_fast:.2f} max_abs_diff={diff:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

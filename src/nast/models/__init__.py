@@ -1,0 +1,38 @@
+"""One model interface over three CLIP families: ``load_model(model_params, device) -> VLModel``.
+
+``model_params`` is the ``model:`` section of params.yaml (``family``, ``name``, ``checkpoint``,
+``device``). Weights, configs and tokenizers come from local paths only; a missing one raises
+:class:`nast.errors.StageError` naming the file. See :mod:`nast.models.families` for the layouts
+and :mod:`nast.models.base` for grayscale preprocessing and the text-layer decomposition used by
+causal tracing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nast.errors import StageError
+from nast.models.base import VLModel, resolve_device
+
+FAMILIES = ("open_clip", "open_clip_hf", "hf_clip")
+
+__all__ = ["FAMILIES", "VLModel", "load_model", "resolve_device"]
+
+
+def load_model(model_params: dict[str, Any], device: str | torch.device | None = None) -> VLModel:
+    """Build the model of ``model_params['family']`` from local files, in eval mode on ``device``.
+
+    ``device`` defaults to ``model_params['device']`` (``auto`` = cuda when available).
+    """
+    from nast.models.families import LOADERS
+
+    family = model_params.get("family")
+    if family not in LOADERS:
+        raise StageError(f"params.yaml: model.family: unknown family {family!r} (choose from {', '.join(FAMILIES)})")
+    for key in ("name", "checkpoint"):
+        if not model_params.get(key):
+            raise StageError(f"params.yaml: model.{key} is missing")
+    dev = resolve_device(device if device is not None else model_params.get("device", "auto"))
+    return LOADERS[family](model_params, dev)

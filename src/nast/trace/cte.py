@@ -1,0 +1,329 @@
+"""Causal tracing effects (CTE) of the text encoder: where does a CLIP text tower carry negation?
+
+Method
+------
+A probing pair is one image with two captions that make the same statement about it: the
+*affirmative* text of the correct MCQ option and its *negated* counterpart. One caption is the
+**source** run, the other the **target** run (``trace.direction``: ``caption`` = the affirmative
+run's states are patched into the negated run; ``foil`` = the reverse). With ``s(img, t)`` the
+cosine similarity of the L2-normalised image and text embeddings,
+
+    d          = s(img, source) - s(img, target)                  the clean score difference
+    d*(l, p)   = s(img, target with h_l[p] <- source h_l[p]) - s(img, target)
+    CTE(l, p)  = d*(l, p) / d
+
+i.e. the share of the clean difference that is restored by copying ONE hidden state -- layer
+``l`` (0 = embeddings output, l >= 1 = output of text block l-1), position ``p`` -- from the source
+run into the target run (activation patching / causal tracing as in ROME and TransformerLens's
+``patching.py``). In the notation of DESIGN.md the source is the "caption" c and the target the
+"foil" f, so ``d = s(img, c) - s(img, f)``. Everything except the patched hidden state belongs to
+the target run: its token ids, attention/padding mask and readout position (EOT / CLS / mean).
+
+Both captions are tokenised, padded to a common length and **index-aligned**: position p of one is
+compared with position p of the other, whatever token sits there. Positions beyond the longer
+caption of a pair are padding in both and are not counted. Patching all positions at layer l
+gives ``d* = d`` exactly (CTE = 1) whenever the two runs share the readout context, e.g. captions
+of equal token length (a test checks it for every layer and family).
+
+Aggregation. ``effect(l, p)`` = mean CTE over the examples where p is a real position (``n`` of
+them); the per-layer ``cte_l`` = mean over examples of the example's mean over its real positions;
+``alpha_l = (cte_l - min) / (max - min)`` over the L+1 layers (all 1 when the range is 0). Pairs
+with ``|d| < trace.min_abs_d`` would divide by ~0: they are skipped and counted, never divided.
+
+Batching (why it is fast). The naive algorithm runs the whole text encoder once per (l, p): (L+1)*P
+forwards per example (:func:`patched_scores_naive`, hooks on the library's own forward, kept as
+the reference). :func:`patched_scores` runs the two clean passes once through the family's
+text-layer decomposition (:meth:`VLModel.text_states`) and caches all L+1 hidden states; for each
+layer l it builds the patched states of all positions of all examples of a batch with one tensor
+op (:func:`patch_hidden`, the single generic patching function) and runs only blocks l..L-1 --
+with the target's masks -- on that batch: sum_l (L - l) block calls per batch of examples instead
+of (L+1)*P*L batch-1 calls, on sequences trimmed to the longest real caption instead of the full
+context. Patches that provably cannot change the score (padding in both captions, positions after
+a causal readout, or identical source and target states, e.g. a shared causal prefix) are not
+run: their score is the clean target score (:func:`_active_patches`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from nast.models.base import VLModel
+
+#: patched rows per forward call (bounds memory for wide models)
+MAX_ROWS = 2048
+
+# ----------------------------------------------------------------------------- the patch op
+
+
+def patch_hidden(target: Tensor, source: Tensor, mask: Tensor,
+                 rows: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """The one patching function.
+
+    target, source: ``[E, T, W]`` hidden states of the target / source run at one layer.
+    mask: ``[K, T]`` bool; patch k replaces the positions ``mask[k]`` of the target with the source.
+    rows: optional ``(e_idx [N], k_idx [N])`` -- build only these (example, patch) combinations.
+    Returns ``[N, T, W]``; by default N = E * K and row ``e * K + k`` = example e under patch k.
+    """
+    E, K = target.shape[0], mask.shape[0]
+    if rows is None:
+        dev = target.device
+        rows = (torch.arange(E, device=dev).repeat_interleave(K), torch.arange(K, device=dev).repeat(E))
+    e_idx, k_idx = rows
+    return torch.where(mask[k_idx][:, :, None], source[e_idx], target[e_idx])
+
+
+def _active_patches(vl: VLModel, src_state: Tensor, tgt_state: Tensor, mask: Tensor, n_real: Tensor,
+                    readout: Tensor | None) -> Tensor:
+    """``[E, K]`` bool: patches that can change the target's score at this layer.
+
+    A patch is a provable no-op (its score is exactly the clean target score) when every patched
+    position p is (a) padding in both captions (p >= n_real: padding never reaches the readout in
+    any family -- masked keys, or after the causal readout position), (b) after the readout
+    position of a causal tower, or (c) holds identical states in both runs (e.g. a shared prefix
+    of a causal tower, or the same token at layer 0). Only active patches are computed.
+    """
+    E, T, _ = tgt_state.shape
+    pos = torch.arange(T, device=tgt_state.device)
+    can = pos[None, :] < n_real[:, None]  # [E, T]
+    if readout is not None:
+        can &= pos[None, :] <= readout[:, None]
+    can &= (src_state != tgt_state).any(-1)
+    return (mask[None, :, :] & can[:, None, :]).any(-1)  # [E, K]
+
+
+def single_position_masks(T: int, device=None) -> Tensor:
+    """``[T, T]`` identity: patch k patches position k only (the CTE grid)."""
+    return torch.eye(T, dtype=torch.bool, device=device)
+
+
+def _trim(tokens: dict[str, Tensor], T: int) -> dict[str, Tensor]:
+    return {k: v[:, :T] for k, v in tokens.items()}
+
+
+def common_length(vl: VLModel, *token_sets: dict[str, Tensor]) -> int:
+    """Longest real caption (incl. special tokens) over all rows of all token sets."""
+    return int(max(int(vl.token_lengths(t).max()) for t in token_sets))
+
+
+# ----------------------------------------------------------------------------- batched
+@torch.no_grad()
+def patched_scores(
+    vl: VLModel,
+    src_tokens: dict[str, Tensor],
+    tgt_tokens: dict[str, Tensor],
+    img_emb: Tensor,
+    mask: Tensor | None = None,
+    layers: list[int] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores of all patched runs, batched over examples, patches and reusing the clean cache.
+
+    src_tokens, tgt_tokens: tokenised captions ``[E, T_ctx]`` (any padding; trimmed here to the
+    common real length P). img_emb: ``[E, D]`` L2-normalised image embeddings.
+    mask: ``[K, P]`` bool patches (default: the P single positions). layers: default 0..L.
+
+    Returns ``(scores [E, n_layers, K], s_source [E], s_target [E])`` with
+    ``scores[e, i, k] = s(img_e, target_e with layer layers[i] patched by mask[k] from source_e)``.
+    """
+    P = common_length(vl, src_tokens, tgt_tokens)
+    src, tgt = _trim(src_tokens, P), _trim(tgt_tokens, P)
+    if mask is None:
+        mask = single_position_masks(P, device=img_emb.device)
+    if mask.shape[1] != P:
+        raise ValueError(f"mask has {mask.shape[1]} positions, the captions {P}")
+    L = vl.n_text_layers
+    layers = list(range(L + 1)) if layers is None else list(layers)
+    src_states, src_ctx = vl.text_states(src)
+    tgt_states, tgt_ctx = vl.text_states(tgt)
+    s_src = (vl.text_readout(src_states[-1], src_ctx) * img_emb).sum(-1)
+    s_tgt = (vl.text_readout(tgt_states[-1], tgt_ctx) * img_emb).sum(-1)
+    E, K = img_emb.shape[0], mask.shape[0]
+    n_real = torch.maximum(vl.token_lengths(src), vl.token_lengths(tgt))
+    readout = vl.causal_readout_index(tgt)
+    # every patch starts as "no effect" (= the clean target score); active ones are computed
+    out = s_tgt[:, None, None].expand(E, len(layers), K).clone()
+    for i, layer in enumerate(layers):
+        active = _active_patches(vl, src_states[layer], tgt_states[layer], mask, n_real, readout)
+        e_all, k_all = active.nonzero(as_tuple=True)
+        for r0 in range(0, e_all.numel(), MAX_ROWS):
+            e_idx, k_idx = e_all[r0:r0 + MAX_ROWS], k_all[r0:r0 + MAX_ROWS]
+            h = patch_hidden(tgt_states[layer], src_states[layer], mask, rows=(e_idx, k_idx))  # [N, P, W]
+            rows = {k: v[e_idx] for k, v in tgt.items()}
+            ctx = vl.text_context(rows, h)
+            for b in range(layer, L):
+                h = vl.text_block(b, h, ctx)
+            z = vl.text_readout(h, ctx)  # [N, D]
+            out[e_idx, i, k_idx] = (z * img_emb[e_idx]).sum(-1)
+    return out, s_src, s_tgt
+
+
+# ----------------------------------------------------------------------------- naive reference
+def _layer_hooks(vl: VLModel, layer: int, fn: Callable[[Tensor], Tensor]):
+    """Register a hook that maps the hidden state of ``layer`` (0 = input of block 0) through fn."""
+    blocks = vl.text_layers()
+    if layer == 0:
+        def pre(module, args, kwargs):
+            if args:
+                return (fn(args[0]), *args[1:]), kwargs
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+            return args, kwargs
+
+        return blocks[0].register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(module, args, output):
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    return blocks[layer - 1].register_forward_hook(post)
+
+
+@torch.no_grad()
+def patched_scores_naive(
+    vl: VLModel,
+    src_tokens: dict[str, Tensor],
+    tgt_tokens: dict[str, Tensor],
+    img_emb: Tensor,
+    mask: Tensor | None = None,
+    layers: list[int] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference implementation of :func:`patched_scores`: one full forward of the library's own
+    ``encode_text`` (full context, batch 1) per (example, layer, patch), with forward hooks on the
+    text blocks recording the source states and overwriting the target's. Same signature/result.
+    """
+    P = common_length(vl, src_tokens, tgt_tokens)
+    if mask is None:
+        mask = single_position_masks(P, device=img_emb.device)
+    L = vl.n_text_layers
+    layers = list(range(L + 1)) if layers is None else list(layers)
+    E, K = img_emb.shape[0], mask.shape[0]
+    out = torch.empty(E, len(layers), K)
+    s_src, s_tgt = torch.empty(E), torch.empty(E)
+    for e in range(E):
+        src = {k: v[e:e + 1] for k, v in src_tokens.items()}
+        tgt = {k: v[e:e + 1] for k, v in tgt_tokens.items()}
+        cache: dict[int, Tensor] = {}
+        handles = []
+        for layer in layers:
+            def record(h, layer=layer):
+                cache[layer] = h.detach().clone()
+                return h
+
+            handles.append(_layer_hooks(vl, layer, record))
+        s_src[e] = (vl.encode_text(src)[0] * img_emb[e]).sum()
+        for hd in handles:
+            hd.remove()
+        s_tgt[e] = (vl.encode_text(tgt)[0] * img_emb[e]).sum()
+        for i, layer in enumerate(layers):
+            for k in range(K):
+                pos = mask[k].nonzero().flatten()
+
+                def overwrite(h, layer=layer, pos=pos):
+                    h = h.clone()
+                    h[:, pos] = cache[layer][:, pos]
+                    return h
+
+                hd = _layer_hooks(vl, layer, overwrite)
+                try:
+                    out[e, i, k] = (vl.encode_text(tgt)[0] * img_emb[e]).sum()
+                finally:
+                    hd.remove()
+    return out, s_src, s_tgt
+
+
+# ----------------------------------------------------------------------------- CTE + aggregation
+def cte_from_scores(scores: Tensor, s_src: Tensor, s_tgt: Tensor) -> tuple[Tensor, Tensor]:
+    """``(CTE [E, n_layers, K], d [E])`` with CTE = (scores - s_tgt) / (s_src - s_tgt)."""
+    d = s_src - s_tgt
+    return (scores - s_tgt[:, None, None]) / d[:, None, None], d
+
+
+def aggregate(cte: np.ndarray, valid: np.ndarray, layers: list[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pure aggregation of per-example CTE grids.
+
+    cte: ``[E, n_layers, P]`` float; valid: ``[E, P]`` bool (real positions of each example).
+    Returns the ``cte.parquet`` table (layer, position, effect, n) and ``layer_weights``
+    (layer, cte, alpha) -- see the module docstring for the definitions.
+    """
+    E, nl, P = cte.shape
+    n = valid.sum(0)  # [P]
+    rows = {"layer": [], "position": [], "effect": [], "n": []}
+    for i, layer in enumerate(layers):
+        for p in range(P):
+            if n[p] == 0:
+                continue
+            rows["layer"].append(layer)
+            rows["position"].append(p)
+            rows["effect"].append(float(cte[valid[:, p], i, p].mean()))
+            rows["n"].append(int(n[p]))
+    table = pl.DataFrame(rows, schema={"layer": pl.Int16, "position": pl.Int16, "effect": pl.Float64, "n": pl.Int64})
+    if E:
+        per_example = (cte * valid[:, None, :]).sum(-1) / np.maximum(valid.sum(-1), 1)[:, None]  # [E, nl]
+        per_layer = per_example.mean(0)
+    else:
+        per_layer = np.full(nl, np.nan)
+    lo, hi = np.nanmin(per_layer) if E else np.nan, np.nanmax(per_layer) if E else np.nan
+    if E and hi > lo:
+        alpha = (per_layer - lo) / (hi - lo)
+    else:
+        alpha = np.ones(nl)
+    weights = pl.DataFrame({"layer": layers, "cte": per_layer.astype(float), "alpha": alpha.astype(float)},
+                           schema={"layer": pl.Int64, "cte": pl.Float64, "alpha": pl.Float64})
+    return table.sort("layer", "position"), weights
+
+
+def trace_pairs(
+    vl: VLModel,
+    images: Tensor,
+    sources: list[str],
+    targets: list[str],
+    *,
+    min_abs_d: float,
+    batch_size: int,
+    naive: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Trace a list of pairs. images: ``[E, C, H, W]`` preprocessed; sources/targets: captions.
+
+    Returns dict with ``cte`` [E_kept, L+1, P_max] (NaN beyond an example's positions), ``valid``
+    [E_kept, P_max], ``d`` [E] (all pairs), ``kept`` indices, ``n_skipped_small_d``, ``layers``.
+    """
+    L = vl.n_text_layers
+    layers = list(range(L + 1))
+    E = len(sources)
+    fn = patched_scores_naive if naive else patched_scores
+    grids, valids, ds, kept = [], [], [], []
+    skipped = 0
+    for b0 in range(0, E, batch_size):
+        b1 = min(E, b0 + batch_size)
+        with torch.no_grad():
+            img = vl.encode_image(images[b0:b1].to(vl.device))  # once per example
+        src = vl.tokenize(sources[b0:b1])
+        tgt = vl.tokenize(targets[b0:b1])
+        scores, s_src, s_tgt = fn(vl, src, tgt, img)
+        cte, d = cte_from_scores(scores.cpu(), s_src.cpu(), s_tgt.cpu())
+        n_real = torch.maximum(vl.token_lengths(src), vl.token_lengths(tgt)).cpu()
+        for j in range(b1 - b0):
+            ds.append(float(d[j]))
+            if abs(float(d[j])) < min_abs_d:
+                skipped += 1
+                continue
+            kept.append(b0 + j)
+            grids.append(cte[j].double().numpy())
+            valids.append(np.arange(cte.shape[-1]) < int(n_real[j]))
+        if log:
+            log(f"traced {b1}/{E} pairs ({skipped} skipped, |d| < {min_abs_d})")
+    P = max((g.shape[-1] for g in grids), default=0)
+    grid = np.full((len(grids), L + 1, P), np.nan)
+    valid = np.zeros((len(grids), P), dtype=bool)
+    for i, (g, v) in enumerate(zip(grids, valids)):
+        grid[i, :, : g.shape[-1]] = g
+        valid[i, : v.shape[0]] = v
+    grid = np.where(valid[:, None, :], grid, 0.0)
+    return {"cte": grid, "valid": valid, "d": np.array(ds), "kept": kept, "n_skipped_small_d": skipped,
+            "layers": layers}

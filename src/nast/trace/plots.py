@@ -1,0 +1,71 @@
+"""Figures of ``nast trace``: the layer x position CTE heatmap and the per-layer bar chart."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None})
+    os.replace(tmp, path)
+    return path
+
+
+def heatmap(table: pl.DataFrame, path: str | Path, title: str = "") -> Path:
+    """``cte.parquet`` rows -> imshow of effect[layer, position] (blank where no example has p)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_layers = int(table["layer"].max()) + 1 if table.height else 1
+    n_pos = int(table["position"].max()) + 1 if table.height else 1
+    grid = np.full((n_layers, n_pos), np.nan)
+    for layer, pos, eff in table.select("layer", "position", "effect").iter_rows():
+        grid[layer, pos] = eff
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * n_pos + 2), max(2.5, 0.35 * n_layers + 1.5)))
+    lim = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   interpolation="nearest")
+    ax.set_xlabel("token position (index-aligned)")
+    ax.set_ylabel("layer (0 = embeddings)")
+    ax.set_yticks(range(n_layers))
+    ax.set_title(title or "causal tracing effect d*/d")
+    fig.colorbar(im, ax=ax, label="mean CTE")
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def layer_bars(weights: pl.DataFrame, path: str | Path, title: str = "") -> Path:
+    """``layer_weights.csv`` -> bars of per-layer CTE with alpha on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * weights.height + 2), 3.0))
+    ax.bar(weights["layer"].to_list(), weights["cte"].to_list(), color="#4477aa")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlabel("layer (0 = embeddings, l = output of block l-1)")
+    ax.set_ylabel("mean CTE")
+    ax.set_xticks(weights["layer"].to_list())
+    ax2 = ax.twinx()
+    ax2.plot(weights["layer"].to_list(), weights["alpha"].to_list(), "o-", color="#cc6677")
+    ax2.set_ylabel("alpha (min-max)")
+    ax2.set_ylim(-0.05, 1.05)
+    ax.set_title(title or "per-layer causal tracing effect")
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)

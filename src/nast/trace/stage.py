@@ -1,0 +1,153 @@
+"""``nast trace``: causal tracing effects of the base model's text encoder (method: :mod:`nast.trace.cte`).
+
+Probing pairs come from ``benchmark.parquet``: for each study of the TRAIN split (the traced
+layers steer training, so the test split stays unseen) whose options passed both checkers
+(``verified`` and ``affirm_verified`` when present), the correct option's affirmative text
+(``affirmative_<correct>``) and its negated counterpart (``negated_<correct>``) with the study's
+image. ``trace.max_examples`` pairs are drawn with ``trace.seed`` (all when fewer). A row with an
+empty text or a missing/unreadable image goes to ``<out>/quarantine.parquet`` (counts reconcile).
+
+``trace.direction``: ``caption`` = the affirmative run is the source whose states are patched into
+the negated (target) run; ``foil`` = the reverse.
+
+Outputs in ``--out``: ``cte.parquet`` (layer, position, effect, n), ``layer_weights.csv`` (layer,
+cte, alpha), ``heatmap.png``, ``layers.png``, ``summary.json`` (n_examples, n_skipped_small_d,
+direction, ...), ``quarantine.parquet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from nast.errors import StageError
+from nast.io import quarantine_frame, read_parquet, reconcile, require_columns, write_json, write_parquet, write_text
+
+log = logging.getLogger(__name__)
+
+LETTERS = ("A", "B", "C", "D")
+COLUMNS = ("study_id", "image_path", "split", "correct",
+           *(f"negated_{x}" for x in LETTERS), *(f"affirmative_{x}" for x in LETTERS))
+
+
+def probing_pairs(bench: pl.DataFrame, split: str = "train") -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """benchmark rows -> (pairs [study_id, image_path, affirmative, negated], quarantine, counts).
+
+    Keeps ``split`` rows that passed verification; rows without usable texts are quarantined.
+    """
+    df = bench.filter(pl.col("split") == split).sort("study_id")
+    counts = {"n_rows_split": df.height}
+    for col in ("verified", "affirm_verified"):
+        if col in df.columns:
+            df = df.filter(pl.col(col).fill_null(False))
+    counts["n_unverified"] = counts["n_rows_split"] - df.height
+    rows, bad = [], []
+    for r in df.iter_rows(named=True):
+        letter = r["correct"]
+        aff = r.get(f"affirmative_{letter}") if letter in LETTERS else None
+        neg = r.get(f"negated_{letter}") if letter in LETTERS else None
+        if letter not in LETTERS:
+            bad.append({"stage": "trace", "key": r["study_id"], "reason": f"correct letter {letter!r} not in A-D"})
+        elif not (aff and str(aff).strip()) or not (neg and str(neg).strip()):
+            bad.append({"stage": "trace", "key": r["study_id"], "reason": f"empty affirmative/negated text of option {letter}"})
+        else:
+            rows.append({"study_id": r["study_id"], "image_path": r["image_path"],
+                         "affirmative": str(aff).strip(), "negated": str(neg).strip()})
+    pairs = pl.DataFrame(rows, schema={"study_id": pl.Int64, "image_path": pl.Utf8,
+                                       "affirmative": pl.Utf8, "negated": pl.Utf8})
+    return pairs, quarantine_frame(bad), counts
+
+
+def sample_pairs(pairs: pl.DataFrame, max_examples: int, seed: int) -> pl.DataFrame:
+    """Deterministic subset of at most ``max_examples`` pairs (kept in study order)."""
+    if pairs.height <= max_examples:
+        return pairs
+    idx = np.sort(np.random.default_rng(seed).choice(pairs.height, size=max_examples, replace=False))
+    return pairs[idx.tolist()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", required=True, help="benchmark.parquet (negated_A..D, affirmative_A..D, correct)")
+    parser.add_argument("--out", required=True, help="output folder (cte.parquet, layer_weights.csv, heatmap.png, layers.png, summary.json)")
+    parser.add_argument("--split", default="train", help="benchmark split the probing pairs come from (default: train)")
+    parser.add_argument("--naive", action="store_true",
+                        help="use the reference per-(layer, position) loop instead of the batched tracer (slow; same result)")
+
+
+def run(args: argparse.Namespace, params: dict) -> int:
+    import torch
+
+    from nast.models import load_model
+    from nast.models.data import load_image
+    from nast.trace.cte import aggregate, trace_pairs
+    from nast.trace.plots import heatmap, layer_bars
+
+    tp = params["trace"]
+    t0 = time.perf_counter()
+    torch.manual_seed(int(tp["seed"]))
+    out = Path(args.out)
+    bench = read_parquet(args.benchmark, "benchmark")
+    require_columns(bench, COLUMNS, args.benchmark)
+    pairs, quarantine, counts = probing_pairs(bench, args.split)
+    n_in = pairs.height + quarantine.height
+    if n_in == 0:
+        raise StageError(f"{args.benchmark}: no verified rows in split {args.split!r} to trace")
+
+    vl = load_model(params["model"])
+    images, keep, bad = [], [], []
+    for r in pairs.iter_rows(named=True):
+        try:
+            images.append(vl.preprocess(load_image(r["image_path"])))
+            keep.append(True)
+        except StageError as exc:
+            bad.append({"stage": "trace", "key": r["study_id"], "reason": str(exc), "source": r["image_path"]})
+            keep.append(False)
+    quarantine = pl.concat([quarantine, quarantine_frame(bad)])
+    ok_idx = [i for i, k in enumerate(keep) if k]
+    pairs_ok = pairs[ok_idx]
+    reconcile("trace", n_in, pairs_ok.height, quarantine.height)
+    images_t = torch.stack(images) if images else torch.empty(0)
+    sel = sample_pairs(pairs_ok.with_row_index("_i"), int(tp["max_examples"]), int(tp["seed"]))
+    if sel.height == 0:
+        raise StageError(f"{args.benchmark}: no usable probing pairs (see {out / 'quarantine.parquet'})")
+    imgs = images_t[sel["_i"].to_list()]
+    aff, neg = sel["affirmative"].to_list(), sel["negated"].to_list()
+    sources, targets = (aff, neg) if tp["direction"] == "caption" else (neg, aff)
+    log.info("trace: %d pairs, direction=%s, family=%s, %d text layers", sel.height, tp["direction"],
+             vl.family, vl.n_text_layers)
+    res = trace_pairs(vl, imgs, sources, targets, min_abs_d=float(tp["min_abs_d"]),
+                      batch_size=int(tp["batch_size"]), naive=args.naive, log=log.info)
+    table, weights = aggregate(res["cte"], res["valid"], res["layers"])
+    write_parquet(table, out / "cte.parquet")
+    write_text(weights.write_csv(float_precision=8), out / "layer_weights.csv")
+    write_parquet(quarantine.sort("key"), out / "quarantine.parquet")
+    title = f"{vl.family}: direction={tp['direction']}, n={len(res['kept'])}"
+    heatmap(table, out / "heatmap.png", title=f"CTE d*/d ({title})")
+    layer_bars(weights, out / "layers.png", title=f"per-layer CTE ({title})")
+    d = res["d"]
+    summary = {
+        "n_examples": len(res["kept"]),
+        "n_skipped_small_d": int(res["n_skipped_small_d"]),
+        "direction": tp["direction"],
+        "n_pairs_sampled": int(sel.height),
+        "n_pairs_available": int(pairs_ok.height),
+        "n_quarantined": int(quarantine.height),
+        "n_unverified": int(counts["n_unverified"]),
+        "split": args.split,
+        "family": vl.family,
+        "n_layers": vl.n_text_layers,
+        "min_abs_d": float(tp["min_abs_d"]),
+        "mean_d": float(np.mean(d)) if d.size else None,
+        "mean_abs_d": float(np.mean(np.abs(d))) if d.size else None,
+        "layer_order": weights.sort("cte", descending=True)["layer"].to_list(),
+        "method": "naive" if args.naive else "batched",
+    }
+    write_json(summary, out / "summary.json")
+    log.info("trace: %d examples traced, %d skipped (|d| < %g) in %.1f s -> %s", summary["n_examples"],
+             summary["n_skipped_small_d"], tp["min_abs_d"], time.perf_counter() - t0, out)
+    return 0

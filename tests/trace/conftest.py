@@ -1,0 +1,27 @@
+"""Tiny random models of the three families (configs shared with tests/models/configs/)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# one thread: tiny tensors, and on a shared 2-core machine OpenMP spin-waiting makes 2 threads ~20x slower
+torch.set_num_threads(1)
+
+CONFIGS = Path(__file__).parents[1] / "models" / "configs"
+FAMILIES = ("open_clip", "open_clip_hf", "hf_clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_params(tmp_path_factory):
+    from nast.models.testing import save_tiny
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {fam: save_tiny(fam, CONFIGS, root / fam, seed=0) for fam in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_model_params):
+    from nast.models import load_model
+
+    return {fam: load_model(mp, "cpu") for fam, mp in tiny_model_params.items()}

@@ -1,0 +1,113 @@
+"""Causal tracing: batched == naive, full patching restores the source, skipping, aggregation."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from nast.trace.cte import (
+    aggregate,
+    common_length,
+    cte_from_scores,
+    patch_hidden,
+    patched_scores,
+    patched_scores_naive,
+    trace_pairs,
+)
+
+FAMILIES = ("open_clip", "open_clip_hf", "hf_clip")
+SOURCES = ["a small effusion", "lungs are clear"]
+TARGETS = ["no effusion", "no edema"]
+
+
+def _img(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, 32, generator=g), dim=-1)
+
+
+def test_patch_hidden_rows():
+    tgt = torch.zeros(2, 3, 4)
+    src = torch.arange(2 * 3 * 4, dtype=torch.float).reshape(2, 3, 4) + 1
+    mask = torch.tensor([[True, False, False], [False, True, True]])
+    out = patch_hidden(tgt, src, mask)
+    assert out.shape == (4, 3, 4)
+    assert torch.equal(out[0, 0], src[0, 0]) and out[0, 1:].abs().sum() == 0  # example 0, patch 0
+    assert out[3, 0].abs().sum() == 0 and torch.equal(out[3, 1:], src[1, 1:])  # example 1, patch 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_equals_naive(tiny_models, family):
+    vl = tiny_models[family]
+    src, tgt, img = vl.tokenize(SOURCES), vl.tokenize(TARGETS), _img(2)
+    fast = patched_scores(vl, src, tgt, img)
+    slow = patched_scores_naive(vl, src, tgt, img)
+    P = common_length(vl, src, tgt)
+    assert fast[0].shape == (2, vl.n_text_layers + 1, P)
+    for a, b in zip(fast, slow):
+        assert float((a - b).abs().max()) <= 1e-5
+    # a patch is not a no-op: something moves at some (layer, position)
+    assert float((fast[0] - fast[2][:, None, None]).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patching_all_positions_gives_the_source_score_at_every_layer(tiny_models, family):
+    vl = tiny_models[family]
+    # same token length -> same readout position and padding mask; only "a" vs "no" differs
+    src, tgt = vl.tokenize(["there is a pleural effusion"]), vl.tokenize(["there is no pleural effusion"])
+    assert torch.equal(vl.token_lengths(src), vl.token_lengths(tgt))
+    P = common_length(vl, src, tgt)
+    img = _img(1, seed=3)
+    scores, s_src, s_tgt = patched_scores(vl, src, tgt, img, mask=torch.ones(1, P, dtype=torch.bool))
+    assert abs(float(s_src - s_tgt)) > 1e-4
+    torch.testing.assert_close(scores[0, :, 0], s_src.expand(vl.n_text_layers + 1), atol=1e-5, rtol=0)
+    cte, _ = cte_from_scores(scores, s_src, s_tgt)
+    torch.testing.assert_close(cte[0, :, 0], torch.ones(vl.n_text_layers + 1, dtype=cte.dtype), atol=1e-3, rtol=0)
+    # and patching nothing leaves the target score
+    none, _, _ = patched_scores(vl, src, tgt, img, mask=torch.zeros(1, P, dtype=torch.bool))
+    torch.testing.assert_close(none[0, :, 0], s_tgt.expand(vl.n_text_layers + 1), atol=1e-5, rtol=0)
+
+
+def test_small_d_examples_are_counted_not_divided(tiny_models):
+    vl = tiny_models["open_clip"]
+    images = torch.stack([vl.preprocess(__import__("PIL.Image").Image.new("L", (32, 32), c)) for c in (30, 200, 90)])
+    # pair 1 has identical captions: d == 0 exactly
+    sources = [SOURCES[0], "no pneumothorax", SOURCES[1]]
+    targets = [TARGETS[0], "no pneumothorax", TARGETS[1]]
+    res = trace_pairs(vl, images, sources, targets, min_abs_d=1e-6, batch_size=2)
+    assert res["n_skipped_small_d"] == 1 and res["kept"] == [0, 2]
+    assert res["d"][1] == 0.0
+    assert np.isfinite(res["cte"]).all()
+    none = trace_pairs(vl, images, sources, targets, min_abs_d=10.0, batch_size=2)
+    assert none["n_skipped_small_d"] == 3 and none["cte"].shape[0] == 0
+    table, weights = aggregate(none["cte"], none["valid"], none["layers"])
+    assert table.height == 0 and weights.height == vl.n_text_layers + 1
+
+
+def test_trace_pairs_batched_equals_naive_end_to_end(tiny_models):
+    vl = tiny_models["hf_clip"]
+    images = torch.stack([vl.preprocess(__import__("PIL.Image").Image.new("L", (32, 32), c)) for c in (10, 240)])
+    a = trace_pairs(vl, images, SOURCES, TARGETS, min_abs_d=0.0, batch_size=1)
+    b = trace_pairs(vl, images, SOURCES, TARGETS, min_abs_d=0.0, batch_size=2, naive=True)
+    assert np.abs(a["cte"] - b["cte"]).max() <= 1e-3  # ratios of score differences
+    assert np.array_equal(a["valid"], b["valid"])
+
+
+def test_aggregate_means_and_minmax():
+    # 2 examples, 3 layers, 3 positions; example 1 has only 2 real positions
+    cte = np.array([
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.0, 0.0, 3.0]],
+        [[0.0, 1.0, 0.0], [0.2, 0.4, 0.0], [0.0, 1.0, 0.0]],
+    ])
+    valid = np.array([[True, True, True], [True, True, False]])
+    table, weights = aggregate(cte, valid, [0, 1, 2])
+    assert table.schema == {"layer": pl.Int16, "position": pl.Int16, "effect": pl.Float64, "n": pl.Int64}
+    row = table.filter((pl.col("layer") == 2) & (pl.col("position") == 2)).row(0, named=True)
+    assert row["effect"] == 3.0 and row["n"] == 1
+    row = table.filter((pl.col("layer") == 0) & (pl.col("position") == 1)).row(0, named=True)
+    assert row["effect"] == 0.5 and row["n"] == 2
+    # per layer: mean over examples of the mean over real positions
+    expected = np.array([(1 / 3 + 1 / 2) / 2, (0.5 + 0.3) / 2, (1.0 + 0.5) / 2])
+    np.testing.assert_allclose(weights["cte"].to_numpy(), expected)
+    np.testing.assert_allclose(weights["alpha"].to_numpy(),
+                               (expected - expected.min()) / (expected.max() - expected.min()))
+    assert weights["alpha"].min() == 0.0 and weights["alpha"].max() == 1.0
