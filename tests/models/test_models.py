@@ -54,6 +54,9 @@ def test_text_layers_and_decomposition_match_library_forward(tiny_models, family
         ref = vl.encode_text(tokens)
     assert len(states) == 4 and states[0].shape[:2] == (3, T)
     torch.testing.assert_close(z, ref, atol=1e-6, rtol=0)
+    assert T < tokens["input_ids"].shape[1]  # the trimming below is not vacuous
+    with torch.no_grad():
+        torch.testing.assert_close(vl.encode_text_trimmed(tokens), ref, atol=1e-6, rtol=0)
     assert any(p.requires_grad for p in vl.text_module().parameters())
 
 

@@ -21,7 +21,7 @@ def text_embeddings(vl, texts: list[str], batch_size: int = 256) -> dict[str, np
     out: dict[str, np.ndarray] = {}
     for i in range(0, len(uniq), batch_size):
         chunk = uniq[i : i + batch_size]
-        emb = vl.encode_text(tokens_on_device(vl, chunk)).float().cpu().numpy()
+        emb = vl.encode_text_trimmed(tokens_on_device(vl, chunk)).float().cpu().numpy()
         out.update(zip(chunk, emb))
     return out
 

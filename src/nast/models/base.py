@@ -182,6 +182,22 @@ class VLModel:
             states.append(h)
         return states, ctx
 
+    def encode_text_trimmed(self, tokens: dict[str, Tensor]) -> Tensor:
+        """``encode_text`` on tokens trimmed to the longest real row, via the decomposition.
+
+        Padding after the longest real row cannot change any embedding (causal towers read out at
+        or before it; masked towers mask it), so the result equals ``encode_text`` (tested for all
+        three families) at a fraction of the cost for short captions. Used by training/evaluation.
+        """
+        ids = tokens["input_ids"]
+        T = int(self.token_lengths(tokens).max()) if ids.shape[0] else ids.shape[1]
+        trimmed = {k: (v[:, :T] if isinstance(v, Tensor) and v.ndim == 2 else v) for k, v in tokens.items()}
+        h = self.text_embed(trimmed)
+        ctx = self.text_context(trimmed, h)
+        for i in range(self.n_text_layers):
+            h = self.text_block(i, h, ctx)
+        return self.text_readout(h, ctx)
+
     # ----------------------------------------------------------------- misc
     def to(self, device) -> "VLModel":
         self.device = torch.device(device)

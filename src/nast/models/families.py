@@ -193,19 +193,7 @@ class OpenClipModel(VLModel):
         return self._normalize(self.model.encode_image(pixels))
 
     def encode_text(self, tokens: dict[str, Tensor]) -> Tensor:
-        """Causal towers read out at the EOT token, so nothing after the longest real row can change
-        the result: run on ids trimmed to that length (same embeddings, far less compute than
-        open_clip's full-context ``encode_text``; equality is tested)."""
-        readout = self.causal_readout_index(tokens)
-        if readout is None:
-            return self._normalize(self.model.encode_text(tokens["input_ids"]))
-        T = int(readout.max()) + 1 if readout.numel() else tokens["input_ids"].shape[1]
-        trimmed = {"input_ids": tokens["input_ids"][:, :T]}
-        h = self.text_embed(trimmed)
-        ctx = self.text_context(trimmed, h)
-        for i in range(len(self.model.transformer.resblocks)):
-            h = self.text_block(i, h, ctx)
-        return self.text_readout(h, ctx)
+        return self._normalize(self.model.encode_text(tokens["input_ids"]))
 
     def causal_readout_index(self, tokens: dict[str, Tensor]) -> Tensor | None:
         m = self.model

@@ -71,17 +71,6 @@ def not_negative_mask(image_keys: list[str], captions: list[str]) -> torch.Tenso
 
 
 def tokens_on_device(vl, texts: list[str]) -> dict:
-    """Tokenize and move to the model's device.
-
-    When the family uses an attention mask (BERT / HF CLIP towers), padding beyond the longest real
-    row is trimmed (same embeddings, less compute). open_clip's native ``encode_text`` adds the full
-    positional table, so its tokens are kept at ``context_length``.
-    """
-    tokens = vl.tokenize(texts)
-    length = int(vl.token_lengths(tokens).max()) if texts and "attention_mask" in tokens else 0
-    out = {}
-    for k, v in tokens.items():
-        if length and hasattr(v, "ndim") and v.ndim == 2:
-            v = v[:, :length]
-        out[k] = v.to(vl.device) if hasattr(v, "to") else v
-    return out
+    """Tokenize and move to the model's device (padding is trimmed later, by
+    ``VLModel.encode_text_trimmed``, for every family)."""
+    return {k: (v.to(vl.device) if hasattr(v, "to") else v) for k, v in vl.tokenize(texts).items()}

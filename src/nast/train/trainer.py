@@ -239,7 +239,7 @@ def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: 
             foil_texts.append(f)
             foil_kinds.append(t)
             mask[i, j] = True
-    emb = vl.encode_text(_tokens(vl, captions + foil_texts))
+    emb = vl.encode_text_trimmed(_tokens(vl, captions + foil_texts))
     cap, foil_flat = emb[: len(sub)], emb[len(sub):]
     scale = _scale(vl)
     nn_mask = not_negative_mask(keys, captions).to(img.device)
