@@ -20,7 +20,7 @@ rule evaluate:
         f"{LOGS}/evaluate/{{method}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{method}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         **gpu_resources(),
     shell:
@@ -49,7 +49,7 @@ rule evaluate_sweep:
         f"{LOGS}/evaluate/nast-beta{{beta}}.log",
     benchmark:
         f"{BENCH}/evaluate/nast-beta{{beta}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         **gpu_resources(),
     shell:

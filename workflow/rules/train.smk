@@ -17,7 +17,7 @@ rule train:
         f"{LOGS}/train/{{method}}.log",
     benchmark:
         f"{BENCH}/train/{{method}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         **gpu_resources(),
     shell:
@@ -42,7 +42,7 @@ rule train_sweep:
         f"{LOGS}/train/nast-beta{{beta}}.log",
     benchmark:
         f"{BENCH}/train/nast-beta{{beta}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         **gpu_resources(),
     shell:
