@@ -127,7 +127,9 @@ def run(args: argparse.Namespace, params: dict) -> int:
         files.append("layer_weights.csv")
     io.write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
     io.write_json(params_used(params, seed), out / "params_used.json")
-    io.write_json({**manifest, "files": files, "final": curve[-1] if curve else {}}, out / "manifest.json")
+    # same precision as curve.csv: the last float digits depend on the CPU thread count
+    final = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in (curve[-1] if curve else {}).items()}
+    io.write_json({**manifest, "files": files, "final": final}, out / "manifest.json")
     log.info("%s: wrote %s", spec.name, out)
     tracking.log_method(
         params, spec.name, stage="train", inputs=inputs,
