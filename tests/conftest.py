@@ -1,4 +1,5 @@
-"""Tiny random models of the three families, built once per session from tests/models/configs/."""
+"""Shared fixtures: tiny random models of the three families, built once per session from
+tests/models/configs/ (used by tests/models and tests/trace)."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 # one thread: tiny tensors, and on a shared 2-core machine OpenMP spin-waiting makes 2 threads ~20x slower
 torch.set_num_threads(1)
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = Path(__file__).parent / "models" / "configs"
 FAMILIES = ("open_clip", "open_clip_hf", "hf_clip")
 
 

@@ -107,19 +107,10 @@ def affirm_messages(row: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def parse_affirm_reply(text: str) -> dict[str, str]:
-    from nast.text.llm import parse_json_reply
-    from nast.text.mcq import _parse_lines
+    """{"A".."D"} affirmative options from an LLM reply; ValueError if a field is missing."""
+    from nast.text.mcq import parse_reply
 
-    try:
-        obj = parse_json_reply(text)
-    except ValueError:
-        obj = _parse_lines(text)
-    if not isinstance(obj, dict):
-        raise ValueError("reply is not a JSON object")
-    bad = [L for L in LETTERS if not isinstance(obj.get(L), str) or not obj[L].strip()]
-    if bad:
-        raise ValueError(f"reply lacks {bad}")
-    return {L: " ".join(obj[L].split()) for L in LETTERS}
+    return parse_reply(text, LETTERS)
 
 
 def build_benchmark(mcq: pl.DataFrame, params: dict[str, Any], client=None,

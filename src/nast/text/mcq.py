@@ -223,8 +223,10 @@ def mcq_messages(conditions: Sequence[str], options: dict[str, Sequence[int]]) -
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def parse_mcq_reply(text: str) -> dict[str, str]:
-    """{"question", "A".."D"} from a JSON reply (falls back to "A. ..." lines); ValueError if not."""
+def parse_reply(text: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """The string fields ``keys`` of an LLM reply: a JSON object, or "A. ..." lines as a fallback.
+
+    Whitespace is normalised; a missing or empty field raises ValueError (the caller re-asks)."""
     from nast.text.llm import parse_json_reply
 
     try:
@@ -233,11 +235,15 @@ def parse_mcq_reply(text: str) -> dict[str, str]:
         obj = _parse_lines(text)
     if not isinstance(obj, dict):
         raise ValueError("reply is not a JSON object")
-    out = {k: obj.get(k) for k in ("question", *LETTERS)}
-    bad = [k for k, v in out.items() if not isinstance(v, str) or not v.strip()]
+    bad = [k for k in keys if not isinstance(obj.get(k), str) or not obj[k].strip()]
     if bad:
         raise ValueError(f"reply lacks {bad}")
-    return {k: " ".join(v.split()) for k, v in out.items()}
+    return {k: " ".join(obj[k].split()) for k in keys}
+
+
+def parse_mcq_reply(text: str) -> dict[str, str]:
+    """{"question", "A".."D"} from a JSON reply (falls back to "A. ..." lines); ValueError if not."""
+    return parse_reply(text, ("question", *LETTERS))
 
 
 def _parse_lines(text: str) -> dict[str, str]:
