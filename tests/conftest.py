@@ -26,3 +26,13 @@ def tiny_models(tiny_model_params):
     from nast.models import load_model
 
     return {fam: load_model(mp, "cpu") for fam, mp in tiny_model_params.items()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_store_in_tmp(tmp_path_factory):
+    """No test writes to the project's own MLflow store (mlruns.db): every test that does not
+    choose a tracking URI itself (session fixtures included) logs to a throw-away SQLite file."""
+    store = tmp_path_factory.getbasetemp() / "mlruns.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        yield
