@@ -55,6 +55,9 @@ def params_used(params: dict, seed: int) -> dict:
 def run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
+    # fixed thread count: float sums (and so the weights) must not depend on the runner's env
+    torch.set_num_threads(int(params["train"]["num_threads"]))
+
     from nast import tracking
     from nast.evaluate.scoring import validation_metrics
     from nast.models import load_model
