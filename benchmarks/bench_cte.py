@@ -45,12 +45,17 @@ def build_model(args):
     if args.model == "params":
         from nast.config import load_params
 
-        return load_model(load_params(args.params)["model"], "cpu")
+        return load_model(load_params(args.params)["model"], args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench_cte_"))
     if args.family == "open_clip":
         cfg = ROOT / "src" / "nast" / "models" / "configs" / "nast-tiny-clip.json"
-        return load_model(save_tiny_open_clip(cfg, tmp / "m", seed=0), "cpu")
-    return load_model(save_tiny(args.family, ROOT / "tests" / "models" / "configs", tmp / "m", seed=0), "cpu")
+        return load_model(save_tiny_open_clip(cfg, tmp / "m", seed=0), args.device)
+    return load_model(save_tiny(args.family, ROOT / "tests" / "models" / "configs", tmp / "m", seed=0), args.device)
+
+
+def _sync(vl) -> None:
+    if str(vl.device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main(argv=None) -> int:
@@ -60,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--examples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (timings synchronise the GPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -68,21 +74,24 @@ def main(argv=None) -> int:
 
     vl = build_model(args)
     pairs = (PAIRS * (1 + args.examples // len(PAIRS)))[: args.examples]
-    src = vl.tokenize([a for a, _ in pairs])
-    tgt = vl.tokenize([n for _, n in pairs])
+    src = {k: v.to(vl.device) for k, v in vl.tokenize([a for a, _ in pairs]).items()}
+    tgt = {k: v.to(vl.device) for k, v in vl.tokenize([n for _, n in pairs]).items()}
     with torch.no_grad():
-        img = vl.encode_image(torch.randn(len(pairs), vl.channels, vl.image_size, vl.image_size))
+        img = vl.encode_image(torch.randn(len(pairs), vl.channels, vl.image_size, vl.image_size, device=vl.device))
     P = common_length(vl, src, tgt)
     L = vl.n_text_layers
-    print(f"model: {vl}  examples={len(pairs)}  positions={P}  layers={L + 1}  threads={args.threads}")
+    print(f"model: {vl}  examples={len(pairs)}  positions={P}  layers={L + 1}  threads={args.threads}  device={vl.device}")
     print(f"patched runs: {len(pairs) * (L + 1) * P}")
 
     patched_scores(vl, src, tgt, img)  # warm-up (allocator, lazy init)
+    _sync(vl)
     t0 = time.perf_counter()
     fast = patched_scores(vl, src, tgt, img)
+    _sync(vl)
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
     slow = patched_scores_naive(vl, src, tgt, img)
+    _sync(vl)
     t_slow = time.perf_counter() - t0
     diff = max(float((a.cpu() - b.cpu()).abs().max()) for a, b in zip(fast, slow))
     d = fast[1] - fast[2]

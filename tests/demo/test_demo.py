@@ -44,7 +44,7 @@ KEYWORDS = {
     "Lung Lesion": r"nodule|\bmass\b|lesion|lungs are clear",
     "Lung Opacity": r"opacit|lungs are clear",
     "Pleural Effusion": r"effusion|costophrenic",
-    "Pleural Other": r"pleural thickening|pleural surfaces",
+    "Pleural Other": r"pleural thickening|pleural scarring|pleural surfaces",
     "Pneumonia": r"pneumonia|lungs are clear",
     "Pneumothorax": r"pneumothorax|fully expanded|well expanded",
     "Support Devices": r"\btubes?\b|catheter|\blines?\b|pacemaker|\bdevices?\b",

@@ -88,3 +88,30 @@ def test_shift_batch_moves_pixels():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     y = shift_batch(x, np.array([[1, -1]]))
     assert y[0, 0, 1, 0] == x[0, 0, 0, 1] and y[0, 0, 0].abs().sum() == 0 and y[0, 0, :, 3].abs().sum() == 0
+
+
+def test_report_captions_modes_and_context(tiny_models):
+    from nast.models.data import ReportCaptions
+
+    vl = tiny_models["open_clip"]
+    findings = ["No pneumothorax. There is no pleural effusion. " + "Heart size is normal. " * 30, None]
+    impressions = ["Moderate right pleural effusion.", "No acute cardiopulmonary process."]
+    imp = ReportCaptions(vl, findings, impressions, "impression")
+    assert imp.captions(None) == impressions  # the impression alone
+    assert imp.captions(np.random.default_rng(0)) == impressions
+    rep = ReportCaptions(vl, findings, impressions, "report")
+    full = rep.captions(None)
+    assert full[0].startswith("Moderate right pleural effusion. No pneumothorax. There is no pleural effusion.")
+    assert full[1] == impressions[1]  # no findings section
+    # whole sentences only, and the caption fits the model's text context (start/end included)
+    assert full[0].endswith(".") and int(vl.token_lengths(vl.tokenize([full[0]]))[0]) <= vl.context_length
+    assert all(s in rep.sentences[0] for s in full[0].replace(". ", ".|").split("|"))
+    # a report without an impression falls back to its findings in impression mode
+    only_findings = ReportCaptions(vl, ["Mild edema."], [None], "impression")
+    assert only_findings.captions(None) == ["Mild edema."]
+    # the same generator gives the same captions; another one another subset
+    a = rep.captions(np.random.default_rng([0, 1]))
+    assert a == rep.captions(np.random.default_rng([0, 1]))
+    assert {rep.captions(np.random.default_rng([0, e]))[0] for e in range(8)} != {a[0]}
+    with pytest.raises(ValueError, match="caption mode"):
+        ReportCaptions(vl, findings, impressions, "claims")

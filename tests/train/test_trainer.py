@@ -105,7 +105,9 @@ def test_resume_reproduces_uninterrupted_run(world, tmp_path, caplog):
     assert _train_cli(world, tmp_path / "full", "--beta", "1") == 0
     a = _adapter(tmp_path / "full")
     cfg = json.loads((tmp_path / "full" / "adapter_config.json").read_text())
-    assert cfg["method"] == "nast-beta1" and cfg["layer_scales"] == [0.0, 0.5, 1.0]
+    # alphas 0, 0.5, 1 for the three blocks; nast.normalize: mean divides by their mean (0.5)
+    expected = [0.0, 1.0, 2.0] if world["params"]["nast"].get("normalize") == "mean" else [0.0, 0.5, 1.0]
+    assert cfg["method"] == "nast-beta1" and cfg["layer_scales"] == pytest.approx(expected)
     # block 0 has alpha 0 -> alpha^1 = 0 -> its adapters never move; block 2 does
     init = _adapter_init(world)
     moved = {k: not torch.equal(v, init[k]) for k, v in a.items()}
@@ -153,3 +155,31 @@ def test_zero_shot_writes_marker(world, tmp_path):
 def test_beta_flag_only_for_nast(world, tmp_path, capsys):
     assert _train_cli(world, tmp_path / "x", "--beta", "1", method="lora_uniform") == 2
     assert "--beta applies to --method nast only" in capsys.readouterr().err
+
+
+def test_clip_loss_pairs_images_with_the_given_captions(world):
+    """clip_texts replaces only the CLIP loss's captions: the claim captions themselves give the
+    same loss as no clip_texts; other texts change the CLIP term and leave the claim term alone."""
+    vl, spec, _ = _setup(world, "lora_uniform")
+    groups = caption_groups(pl.read_parquet(world["files"]["contextual"]), "train")
+    rows = list(range(min(6, groups.height)))
+    with torch.no_grad():
+        img = vl.encode_image(load_images(vl, [groups["image_path"][r] for r in rows]))
+        plain = trainer.step_loss(vl, spec, groups, rows, img)
+        same = trainer.step_loss(vl, spec, groups, rows, img, [groups["caption"][r] for r in rows])
+        other = trainer.step_loss(vl, spec, groups, rows, img,
+                                  [f"report {k}: moderate right pleural effusion. no pneumothorax." for k in rows])
+    assert torch.allclose(plain["loss"], same["loss"], atol=1e-6)
+    assert torch.equal(plain["claim_loss"], other["claim_loss"])
+    assert not torch.allclose(plain["clip_loss"], other["clip_loss"], atol=1e-4)
+
+
+def test_normalize_scales_keeps_the_lr_budget():
+    from nast.errors import StageError
+
+    assert trainer.normalize_scales([0.0, 0.5, 1.0], "none") == [0.0, 0.5, 1.0]
+    out = trainer.normalize_scales([0.0, 0.5, 1.0], "mean")
+    assert out == pytest.approx([0.0, 1.0, 2.0]) and sum(out) / 3 == pytest.approx(1.0)
+    assert trainer.normalize_scales([1.0, 1.0], "mean") == [1.0, 1.0]  # uniform stays uniform
+    with pytest.raises(StageError, match="nothing would be trained"):
+        trainer.normalize_scales([0.0, 0.0], "mean")

@@ -59,6 +59,18 @@ NEG_NOUN: dict[str, str] = {
     "Support Devices": "indwelling lines or tubes",
 }
 
+def _neg_nouns() -> dict[str, tuple[str, ...]]:
+    """Noun phrases a negation may use: the report's usual one, then the clinical surface forms of
+    ``nast/text/data/phrases.csv`` (e.g. "pleural scarring", "widened mediastinum"), so the demo
+    reports use the same vocabulary a real corpus (and the MCQ generator) uses."""
+    from nast.text.templates import surface_forms
+
+    forms = surface_forms()
+    return {c: tuple(dict.fromkeys((n, *forms.get(c, ())))) for c, n in NEG_NOUN.items()}
+
+
+NEG_NOUNS: dict[str, tuple[str, ...]] = _neg_nouns()
+
 HEDGE_NOUN: dict[str, str] = {
     **NEG_NOUN,
     "Fracture": "rib fracture",
@@ -121,10 +133,10 @@ def positive_sentences(f: Finding, rng: np.random.Generator) -> tuple[str, str]:
         return _pick(rng, (short, f"There are acute fractures of two adjacent {loc} lateral ribs.")), short
     if c == "Cardiomegaly":
         short = f"{_cap(sev)} cardiomegaly."
-        return _pick(rng, (short, f"The heart is {ADVERB[sev]} enlarged.")), short
+        return _pick(rng, (short, f"The heart is {ADVERB[sev]} enlarged.", f"{_cap(ADVERB[sev])} enlarged heart.")), short
     if c == "Enlarged Cardiomediastinum":
         short = f"{_cap(sev)} widening of the mediastinum."
-        return _pick(rng, (short, f"The mediastinum is {ADVERB[sev]} widened.")), short
+        return _pick(rng, (short, f"The mediastinum is {ADVERB[sev]} widened.", f"{_cap(ADVERB[sev])} widened mediastinum.")), short
     if c == "Edema":
         short = f"{_cap(sev)} bilateral pulmonary edema."
         return _pick(rng, (short, f"There is {sev} bilateral perihilar edema.")), short
@@ -139,21 +151,23 @@ def positive_sentences(f: Finding, rng: np.random.Generator) -> tuple[str, str]:
         return _pick(rng, (short, f"There is a {sev} {loc} pneumothorax.")), short
     if c == "Pleural Other":
         short = f"{_cap(sev)} {loc} pleural thickening."
-        return _pick(rng, (short, f"There is {sev} pleural thickening along the {loc} lateral chest wall.")), short
+        return _pick(rng, (short, f"There is {sev} pleural thickening along the {loc} lateral chest wall.",
+                           f"{_cap(sev)} {loc} pleural scarring.")), short
     lobe = _lobe(f)
     if c == "Atelectasis":
         short = f"{_cap(sev)} {lobe} atelectasis."
-        return _pick(rng, (short, f"There is {sev} atelectasis in the {lobe}.")), short
+        return _pick(rng, (short, f"There is {sev} atelectasis in the {lobe}.", f"{_cap(sev)} {lobe} atelectatic change.")), short
     if c == "Consolidation":
         short = f"{_cap(sev)} {lobe} consolidation."
-        return _pick(rng, (short, f"There is a {sev} area of consolidation in the {lobe}.")), short
+        return _pick(rng, (short, f"There is a {sev} area of consolidation in the {lobe}.",
+                           f"{_cap(sev)} {lobe} airspace consolidation.")), short
     if c == "Lung Lesion":
         noun = "mass" if sev == "large" else "nodule"
         short = f"{_cap(sev)} {lobe} {noun}."
         return _pick(rng, (short, f"There is a {sev} {noun} in the {lobe}.")), short
     if c == "Lung Opacity":
         short = f"{_cap(sev)} {lobe} opacity."
-        return _pick(rng, (short, f"There is a {sev} opacity in the {lobe}.")), short
+        return _pick(rng, (short, f"There is a {sev} opacity in the {lobe}.", f"{_cap(sev)} {lobe} airspace opacity.")), short
     if c == "Pneumonia":
         short = f"{_cap(sev)} {lobe} pneumonia."
         return _pick(rng, (short, f"Findings in the {lobe} are consistent with {sev} pneumonia.")), short
@@ -183,12 +197,13 @@ def zero_sentences(zeros: list[str], rng: np.random.Generator, p_affirm: float =
     rest = [c for c in zeros if c not in covered]
     if "Support Devices" in rest:
         rest.remove("Support Devices")
-        out.append(_pick(rng, ("No indwelling lines or tubes.", "No support devices are present.")))
+        out.append(_pick(rng, ("No indwelling lines or tubes.", "No support devices are present.",
+                               "No monitoring devices.")))
     order = [rest[int(i)] for i in rng.permutation(len(rest))]
     while order:
         n = min(len(order), int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2])))
         chunk, order = order[:n], order[n:]
-        nouns = [NEG_NOUN[c] for c in chunk]
+        nouns = [_pick(rng, NEG_NOUNS[c]) for c in chunk]
         tmpl = _pick(rng, (NEG_SINGLE, NEG_LIST2, NEG_LIST3)[n - 1])
         out.append(_cap(tmpl.format(a=nouns[0], b=nouns[1] if n > 1 else "", c=nouns[2] if n > 2 else "")))
     return out

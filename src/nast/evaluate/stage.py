@@ -7,8 +7,9 @@ Loads the base model from ``params.model``, applies the trained adapter/weights 
   gap (affirmative - negated), bootstrap 95 % CIs (``evaluate.bootstrap`` resamples, ``evaluate.seed``),
   negated accuracy by the number of negated conditions in the correct option and by condition;
 * contextual claims: ``claim_acc`` (true caption beats all its foils), by foil type, pairwise;
-* image->report and report->image R@1/5/10 (one frontal image per test study, report =
-  findings + impression);
+* image->report and report->image R@1/5/10 (one frontal image per test study; the report text
+  is the impression followed by as many whole findings sentences as fit the text context,
+  :class:`nast.models.data.ReportCaptions` with ``rng=None``);
 * zero-shot AUROC per CheXpert condition with ("{finding}", "no {finding}") on the test images,
   cohort labels 1 vs 0;
 * optionally the official MedNega-CXR JSON (``evaluate.mednega_json``), read with
@@ -90,8 +91,12 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     out.update(S.claim_metrics(vl, contextual, "test"))
 
     pairs = retrieval_pairs(cohort)
-    reports = pairs["report"].to_list()
     if pairs.height:
+        from nast.models.data import ReportCaptions
+
+        # impression first, then whole findings sentences while they fit the text context (a plain
+        # "findings + impression" string is cut mid-sentence by the tokenizer, dropping the impression)
+        reports = ReportCaptions(vl, pairs["findings"].to_list(), pairs["impression"].to_list(), "report").captions(None)
         img = S.image_embeddings(vl, pairs["image_path"].to_list())
         txt = S.text_embeddings(vl, reports)
         I = np.stack([img[p] for p in pairs["image_path"]])

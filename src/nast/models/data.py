@@ -105,3 +105,45 @@ def build_caption(
         kept.append(sentences[i])
         used += k
     return " ".join(kept)
+
+
+class ReportCaptions:
+    """Per-report caption material: sentences, their token counts and section ranks.
+
+    ``mode``: ``impression`` keeps the impression sentences alone (the findings only when a report
+    has no impression); ``report`` keeps impression then findings. :meth:`captions` draws one
+    caption per report with :func:`build_caption` (``rng=None``: original order, all that fit).
+    Token counts come from the model's own tokenizer (``vl.tokenize`` minus start/end tokens),
+    so every family is measured the same way; ``max_tokens`` is the text context minus 2.
+    """
+
+    def __init__(self, vl, findings: Sequence[str | None], impressions: Sequence[str | None],
+                 mode: str = "report"):
+        if mode not in ("impression", "report"):
+            raise ValueError(f"caption mode must be 'impression' or 'report', got {mode!r}")
+        self.max_tokens = int(vl.context_length) - 2
+        self.sentences: list[list[str]] = []
+        self.groups: list[list[int]] = []
+        for f, i in zip(findings, impressions):
+            sec = report_sections(i, f)  # impression first
+            if mode == "impression" and sec[0]:
+                sec = sec[:1]
+            self.sentences.append([x for g in sec for x in g])
+            self.groups.append([r for r, g in enumerate(sec) for _ in g])
+        flat = [s for ss in self.sentences for s in ss]
+        counts: list[int] = []
+        for k in range(0, len(flat), 512):
+            chunk = flat[k:k + 512]
+            counts.extend((vl.token_lengths(vl.tokenize(chunk)) - 2).clamp(min=1).tolist())
+        self.n_tokens: list[list[int]] = []
+        k = 0
+        for ss in self.sentences:
+            self.n_tokens.append([int(c) for c in counts[k:k + len(ss)]])
+            k += len(ss)
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def captions(self, rng: np.random.Generator | None = None) -> list[str]:
+        return [build_caption(s, n, self.max_tokens, rng, g)
+                for s, n, g in zip(self.sentences, self.n_tokens, self.groups)]

@@ -202,8 +202,9 @@ def patched_scores_naive(
     L = vl.n_text_layers
     layers = list(range(L + 1)) if layers is None else list(layers)
     E, K = img_emb.shape[0], mask.shape[0]
-    out = torch.empty(E, len(layers), K)
-    s_src, s_tgt = torch.empty(E), torch.empty(E)
+    dev = img_emb.device  # same device as patched_scores' results
+    out = torch.empty(E, len(layers), K, device=dev)
+    s_src, s_tgt = torch.empty(E, device=dev), torch.empty(E, device=dev)
     for e in range(E):
         src = {k: v[e:e + 1] for k, v in src_tokens.items()}
         tgt = {k: v[e:e + 1] for k, v in tgt_tokens.items()}

@@ -5,7 +5,7 @@ method          trains   what is trainable               beta    loss          n
 =============== ======== =============================== ======= ============ ===================
 zero_shot       no       nothing                         -       -             base model as is
 lora_uniform    yes      LoRA on all text blocks         0       CLIP + λ claim uniform LoRA
-nast            yes      LoRA on all text blocks         β       CLIP + λ claim grads × α_l^β
+nast            yes      LoRA on all text blocks         β       CLIP + λ claim lr (or grads) × α_l^β
 nast-beta{B}    yes      as nast                         B       CLIP + λ claim the β sweep
 full_ft         yes      the whole text tower (no LoRA)  0       CLIP + λ claim lr = train.full_ft_lr
 hard_negative   yes      LoRA on all text blocks         0       NegCLIP       polarity foils as extra

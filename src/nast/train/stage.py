@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", default=None,
                         help="nast only: exponent beta of alpha_l^beta (overrides params nast.beta; "
                              "the method is recorded as nast-beta{BETA})")
-    parser.add_argument("--cohort", required=True, help="cohort.parquet (hashed into the tracking params and the resume fingerprint)")
+    parser.add_argument("--cohort", required=True, help="cohort.parquet (report captions of the CLIP loss; hashed into the tracking params and the resume fingerprint)")
     parser.add_argument("--benchmark", required=True, help="benchmark.parquet (validate split -> per-epoch val MCQ)")
     parser.add_argument("--contextual", required=True, help="contextual.parquet (train split -> training pairs)")
     parser.add_argument("--layer-weights", default=None,
@@ -100,6 +100,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     n_layers = vl.n_text_layers
     scales = (trainer.layer_scales(lw, n_layers, spec.beta, source=str(args.layer_weights))
               if lw is not None and spec.beta != 0 else [1.0] * n_layers)
+    if spec.beta != 0:
+        scales = trainer.normalize_scales(scales, str(params["nast"].get("normalize", "none")))
     scale_mode = params["nast"].get("scale", "grad")
     log.info("%s: %d caption groups (train), %d trainable tensors, adapters on %d modules, layer scales %s",
              spec.name, groups.height, sum(1 for p in vl.model.parameters() if p.requires_grad),
@@ -108,10 +110,26 @@ def run(args: argparse.Namespace, params: dict) -> int:
     fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],
                                         "scales": scales, "scale_mode": scale_mode,
                                         "inputs": tracking.data_hash(inputs)})
+    clip_caption = tp.get("clip_caption", "report")
+    cohort = pl.read_parquet(args.cohort) if clip_caption == "report" else None
+
+    def report_captions(paths: list[str]):
+        from nast.models.data import ReportCaptions
+
+        io.require_columns(cohort, ("image_path", "findings", "impression"), args.cohort)
+        rows = cohort.select("image_path", "findings", "impression").unique("image_path", keep="first")
+        by_path = {r[0]: (r[1], r[2]) for r in rows.iter_rows()}
+        missing = [p for p in paths if p not in by_path]
+        if missing:
+            raise StageError(f"{args.cohort}: no report for {len(missing)} training image(s), e.g. {missing[0]} "
+                             "(train.clip_caption: report needs the cohort the contextual table was built from)")
+        return ReportCaptions(vl, [by_path[p][0] for p in paths], [by_path[p][1] for p in paths], "report")
+
     curve, finished = trainer.train(
         vl, spec, groups, tp, scales, scale_mode, out,
         validate=lambda: validation_metrics(vl, benchmark, contextual, "validate"),
         stop_after_epoch=stop, fingerprint=fingerprint,
+        report_captions=report_captions if clip_caption == "report" else None,
     )
     if not finished:
         return 3

@@ -14,10 +14,20 @@ Method
    embeddings, block ``i`` = layer ``i+1``). ``beta = 0`` gives factor 1 everywhere (uniform
    LoRA, also for ``alpha = 0``). With ``nast.scale: lr`` the factor scales the block's learning
    rate instead (AdamW is invariant to a constant per-tensor gradient scale, so only lr scaling
-   changes AdamW updates for 0 < alpha < 1; factor 0 freezes a block in both modes).
-3. **Loss.** ``clip_loss(image, true caption)`` within the batch + ``lambda_claim *
-   claim_loss(true caption vs. its foils)``; the hard_negative baseline uses the NegCLIP loss
-   instead (see :mod:`nast.train.losses`, :mod:`nast.train.methods`).
+   changes AdamW updates for 0 < alpha < 1; factor 0 freezes a block in both modes). With
+   ``nast.normalize: mean`` the factors are divided by their mean over the blocks, so NAST
+   spends the same total learning-rate budget as uniform LoRA, redistributed towards the
+   high-CTE layers (without it, lr scaling with min-max alphas in [0, 1] also shrinks the
+   budget, and NAST would partly be "uniform LoRA with a smaller learning rate").
+3. **Loss.** ``clip_loss(image, its caption)`` within the batch + ``lambda_claim *
+   claim_loss(true claim caption vs. its foils)``; the hard_negative baseline uses the NegCLIP
+   loss instead (see :mod:`nast.train.losses`, :mod:`nast.train.methods`). The CLIP loss's
+   caption is one report caption per image (``train.clip_caption: report``, the default: the
+   impression plus a random subset of the findings sentences, redrawn every epoch, as in
+   ``pretrain-base`` with ``caption: report``) or the claim caption itself (``claim``). Report
+   captions keep the adapted encoder aligned with whole reports (retrieval) and carry the
+   report's own negated sentences in context; claim captions alone drew the demo's retrieval
+   R@5 from 0.36 to 0.12-0.24 and did not move the negated-MCQ accuracy.
 4. **Determinism and resume.** Seeds from ``train.seed``; epoch ``e`` is shuffled with its own
    generator seeded by ``(seed, e)``. After every epoch ``OUT/state/epoch_NNN.pt`` holds the
    trainable weights, the optimizer state, the torch RNG states, the epoch and the curve so far
@@ -35,6 +45,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import polars as pl
 import torch
 from torch import nn
@@ -76,6 +87,19 @@ def layer_scales(lw: pl.DataFrame, n_layers: int, beta: float, source: str = "la
             raise StageError(f"{source}: alpha of layer {i + 1} is negative ({a})")
         out.append(1.0 if beta == 0 else float(a) ** float(beta))
     return out
+
+
+def normalize_scales(scales: list[float], how: str) -> list[float]:
+    """``mean``: divide by the mean factor so the per-layer learning rates average ``train.lr``
+    (NAST redistributes the update budget over layers instead of shrinking it); ``none``: as is."""
+    if how == "none" or not scales:
+        return list(scales)
+    if how != "mean":
+        raise StageError(f"params.yaml: nast.normalize must be none or mean, got {how!r}")
+    m = sum(scales) / len(scales)
+    if m <= 0:
+        raise StageError("layer weights: every alpha_l^beta is 0, nothing would be trained")
+    return [s / m for s in scales]
 
 
 def topk_blocks(lw: pl.DataFrame, k: int, n_layers: int) -> list[int]:
@@ -227,8 +251,14 @@ def _scale(vl) -> torch.Tensor:
     return vl.logit_scale.detach().exp().clamp(max=100.0)
 
 
-def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Loss of one batch (rows of the caption-group table; img = their image embeddings)."""
+def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: torch.Tensor,
+              clip_texts: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Loss of one batch (rows of the caption-group table; img = their image embeddings).
+
+    ``clip_texts`` (one per row): the caption the CLIP loss pairs with each image (the study's
+    report caption, ``train.clip_caption: report``); None pairs the image with its claim caption.
+    The claim loss always scores the claim caption against its foils.
+    """
     sub = [groups.row(r, named=True) for r in rows]
     captions = [r["caption"] for r in sub]
     keys = [r["dicom_id"] for r in sub]
@@ -241,17 +271,20 @@ def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: 
             mask[i, j] = True
     emb = vl.encode_text_trimmed(_tokens(vl, captions + foil_texts))
     cap, foil_flat = emb[: len(sub)], emb[len(sub):]
+    # what the CLIP loss pairs with each image; long report captions are encoded apart so the
+    # short claims are not padded to the reports' length
+    pos = vl.encode_text_trimmed(_tokens(vl, list(clip_texts))) if clip_texts is not None else cap
     scale = _scale(vl)
-    nn_mask = not_negative_mask(keys, captions).to(img.device)
+    nn_mask = not_negative_mask(keys, list(clip_texts) if clip_texts is not None else captions).to(img.device)
     if spec.hard_negative:
         pol = [k for k, t in enumerate(foil_kinds) if t == "polarity"]
         neg = foil_flat[pol] if pol else foil_flat[:0]
         pol_texts = [foil_texts[k] for k in pol]
         neg_mask = torch.tensor([[t == c for t in pol_texts] for c in captions], dtype=torch.bool,
                                 device=img.device).reshape(len(sub), len(pol_texts))
-        clip = losses.hard_negative_clip_loss(img, cap, neg, scale, nn_mask, neg_mask)
+        clip = losses.hard_negative_clip_loss(img, pos, neg, scale, nn_mask, neg_mask)
     else:
-        clip = losses.clip_loss(img, cap, scale, nn_mask)
+        clip = losses.clip_loss(img, pos, scale, nn_mask)
     if spec.lambda_claim > 0 and max_f > 0:
         foils = cap.new_zeros(len(sub), max_f, cap.shape[-1])
         foils[mask] = foil_flat
@@ -284,8 +317,14 @@ def train(
     validate: Callable[[], dict[str, float]] | None = None,
     stop_after_epoch: int | None = None,
     fingerprint: str = "",
+    report_captions: Callable[[list[str]], Any] | None = None,
 ) -> tuple[list[dict[str, float]], bool]:
     """Run (or resume) training. Returns (curve rows, finished). Writes OUT/state/ checkpoints.
+
+    ``report_captions(paths)`` gives the :class:`nast.models.data.ReportCaptions` of the images
+    ``paths`` (sorted unique image paths of the groups); with it the CLIP loss pairs each image
+    with a report caption drawn per epoch (generator seeded by ``(seed, epoch)``), else with
+    its claim caption.
 
     A checkpoint is resumed only when its ``fingerprint`` (method, params, inputs) matches; a
     stale one from different settings is discarded with a warning.
@@ -319,6 +358,7 @@ def train(
     pixels = load_images(vl, sorted(set(paths)))
     path_idx = {p: i for i, p in enumerate(sorted(set(paths)))}
     row_img = torch.tensor([path_idx[p] for p in paths])
+    reports = report_captions(sorted(set(paths))) if report_captions is not None else None
     if not train_vision:
         vl.model.eval()
         with torch.no_grad():
@@ -354,6 +394,7 @@ def train(
         perm = torch.randperm(n, generator=gen).tolist()
         sums = {"loss": 0.0, "clip_loss": 0.0, "claim_loss": 0.0}
         steps = 0
+        epoch_caps = reports.captions(np.random.default_rng([seed, epoch])) if reports is not None else None
         for b in range(0, n, bs):
             rows = perm[b : b + bs]
             if len(rows) < 2:
@@ -362,7 +403,8 @@ def train(
                 img = vl.encode_image(pixels[row_img[rows]].to(vl.device))
             else:
                 img = img_all[row_img[rows]]
-            out = step_loss(vl, spec, groups, rows, img)
+            texts = [epoch_caps[i] for i in row_img[rows].tolist()] if epoch_caps is not None else None
+            out = step_loss(vl, spec, groups, rows, img, texts)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if scale_mode == "grad":
