@@ -138,18 +138,10 @@ def _mednega(vl, path: str, cohort: pl.DataFrame, ev: dict) -> dict:
     import json
 
     from nast.evaluate import scoring as S
-    from nast.text.mednega import from_records
+    from nast.text.mednega import from_records, read_records
 
-    p = Path(path)
-    if not p.is_file():
-        raise StageError(f"evaluate.mednega_json not found: {p}")
-    try:
-        records = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise StageError(f"{p}: not valid JSON: {exc}") from None
-    if not isinstance(records, list):
-        raise StageError(f"{p}: top level must be a JSON list of records")
-    bench, skipped = from_records(records, cohort, source=str(p), verify=False)
+    records = read_records(path, "evaluate.mednega_json")
+    bench, skipped = from_records(records, cohort, source=str(path), verify=False)
     bench = bench.sort("dicom_id")
     neg, aff = S.mcq_hits(vl, bench)
     out = mcq_block(neg, aff, bench, int(ev["bootstrap"]), int(ev["seed"]))

@@ -190,6 +190,21 @@ def verify_rows(df: pl.DataFrame, n_process: int = 0) -> pl.DataFrame:
                            pl.Series("affirm_verified", aff_ok, dtype=pl.Boolean))
 
 
+def read_records(path: str | Path, what: str = "MedNega-CXR JSON") -> list[Any]:
+    """The official JSON file: a list of records; a missing file, bad JSON or another top level is a
+    StageError naming the file (``what`` names it in the not-found message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{what} not found: {path}")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise StageError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(records, list):
+        raise StageError(f"{path}: top level must be a JSON list of records")
+    return records
+
+
 def from_records(records: list[Any], cohort: pl.DataFrame | None = None, source: str = "",
                  verify: bool = True, n_process: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """MedNega-CXR records -> (benchmark table, quarantine). Pure apart from the checker."""
@@ -260,20 +275,12 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
         write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", args.out)
         log.info("mednega export: %d records -> %s", len(records), args.out)
         return 0
-    path = Path(args.json)
-    if not path.is_file():
-        raise StageError(f"MedNega-CXR JSON not found: {path}")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise StageError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(records, list):
-        raise StageError(f"{path}: top level must be a JSON list of records")
+    records = read_records(args.json, "MedNega-CXR JSON")
     cohort = None
     if args.cohort:
         cohort = read_parquet(args.cohort, "cohort table")
         require_columns(cohort, ["study_id", "dicom_id", "view", "image_path", "split"], args.cohort)
-    df, qdf = from_records(records, cohort, source=str(path), n_process=params["mcq"]["n_process"])
+    df, qdf = from_records(records, cohort, source=str(Path(args.json)), n_process=params["mcq"]["n_process"])
     out = Path(args.out)
     qpath = args.quarantine or out.with_name(out.stem + ".quarantine.parquet")
     write_parquet(df, out)

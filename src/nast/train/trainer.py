@@ -355,10 +355,11 @@ def train(
     # images: embedded once when the vision tower is frozen
     paths = groups["image_path"].to_list()
     train_vision = bool(train_params.get("train_vision"))
-    pixels = load_images(vl, sorted(set(paths)))
-    path_idx = {p: i for i, p in enumerate(sorted(set(paths)))}
+    uniq_paths = sorted(set(paths))
+    pixels = load_images(vl, uniq_paths)
+    path_idx = {p: i for i, p in enumerate(uniq_paths)}
     row_img = torch.tensor([path_idx[p] for p in paths])
-    reports = report_captions(sorted(set(paths))) if report_captions is not None else None
+    reports = report_captions(uniq_paths) if report_captions is not None else None
     if not train_vision:
         vl.model.eval()
         with torch.no_grad():
