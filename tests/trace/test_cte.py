@@ -79,8 +79,10 @@ def test_small_d_examples_are_counted_not_divided(tiny_models):
     assert np.isfinite(res["cte"]).all()
     none = trace_pairs(vl, images, sources, targets, min_abs_d=10.0, batch_size=2)
     assert none["n_skipped_small_d"] == 3 and none["cte"].shape[0] == 0
-    table, weights = aggregate(none["cte"], none["valid"], none["layers"])
+    table, weights, stability = aggregate(none["cte"], none["valid"], none["layers"], d=none["d"][none["kept"]],
+                                          weighting="abs_d", n_boot=10)
     assert table.height == 0 and weights.height == vl.n_text_layers + 1
+    assert (weights["alpha"] == 1.0).all() and stability["top_block_agreement"] is None
 
 
 def test_trace_pairs_batched_equals_naive_end_to_end(tiny_models):
@@ -99,7 +101,7 @@ def test_aggregate_means_and_minmax():
         [[0.0, 1.0, 0.0], [0.2, 0.4, 0.0], [0.0, 1.0, 0.0]],
     ])
     valid = np.array([[True, True, True], [True, True, False]])
-    table, weights = aggregate(cte, valid, [0, 1, 2])
+    table, weights, _ = aggregate(cte, valid, [0, 1, 2])
     assert table.schema == {"layer": pl.Int16, "position": pl.Int16, "effect": pl.Float64, "n": pl.Int64}
     row = table.filter((pl.col("layer") == 2) & (pl.col("position") == 2)).row(0, named=True)
     assert row["effect"] == 3.0 and row["n"] == 1
@@ -111,3 +113,48 @@ def test_aggregate_means_and_minmax():
     np.testing.assert_allclose(weights["alpha"].to_numpy(),
                                (expected - expected.min()) / (expected.max() - expected.min()))
     assert weights["alpha"].min() == 0.0 and weights["alpha"].max() == 1.0
+
+
+def test_abs_d_weighting_is_the_restored_share_of_the_total_difference():
+    # per-example layer CTEs r_e(l) (one position each) and clean differences d_e
+    r = np.array([[1.0, 0.2], [0.0, 0.6], [10.0, -10.0]])
+    d = np.array([0.4, -0.2, 0.001])  # the last pair's ratio is huge because its d is tiny
+    cte = r[:, :, None]
+    valid = np.ones((3, 1), dtype=bool)
+    _, uniform, _ = aggregate(cte, valid, [0, 1], d=d, weighting="uniform")
+    _, weighted, _ = aggregate(cte, valid, [0, 1], d=d, weighting="abs_d")
+    np.testing.assert_allclose(uniform["cte"].to_numpy(), r.mean(0))
+    # sum_e |d_e| r_e(l) / sum_e |d_e|, i.e. sum_e sign(d_e) d*_e(l) / sum_e |d_e|
+    np.testing.assert_allclose(weighted["cte"].to_numpy(), (np.abs(d)[:, None] * r).sum(0) / np.abs(d).sum())
+    # the tiny-|d| pair decides the uniform ranking of the two layers, not the weighted one
+    assert uniform["cte"][0] > uniform["cte"][1] and weighted["cte"][0] > weighted["cte"][1]
+    r2 = r.copy()
+    r2[2] = [-10.0, 10.0]
+    _, u2, _ = aggregate(r2[:, :, None], valid, [0, 1], d=d, weighting="uniform")
+    _, w2, _ = aggregate(r2[:, :, None], valid, [0, 1], d=d, weighting="abs_d")
+    assert u2["cte"][0] < u2["cte"][1]  # flipped by one pair
+    assert w2["cte"][0] > w2["cte"][1]  # not flipped
+    with pytest.raises(ValueError, match="one clean difference"):
+        aggregate(cte, valid, [0, 1], d=None, weighting="abs_d")
+
+
+def test_bootstrap_interval_and_block_stability():
+    rng = np.random.default_rng(0)
+    E = 200
+    # layer 2 clearly highest, layers 1 and 3 indistinguishable
+    r = np.column_stack([rng.normal(0.1, 0.05, E), rng.normal(0.2, 0.05, E), rng.normal(0.5, 0.05, E),
+                         rng.normal(0.2, 0.05, E)])
+    d = rng.uniform(0.1, 1.0, E)
+    valid = np.ones((E, 1), dtype=bool)
+    _, w, stab = aggregate(r[:, :, None], valid, [0, 1, 2, 3], d=d, weighting="abs_d", n_boot=200, seed=1)
+    assert w.columns == ["layer", "cte", "cte_lo", "cte_hi", "alpha"]
+    assert (w["cte_lo"] <= w["cte"]).all() and (w["cte"] <= w["cte_hi"]).all()
+    assert (w["cte_hi"] - w["cte_lo"]).max() < 0.05
+    assert stab["top_block_agreement"] == 1.0  # layer 2 always wins
+    assert stab["bottom_block_agreement"] < 0.9  # layers 1 and 3 trade places
+    # seeded: same numbers again
+    _, w_again, stab_again = aggregate(r[:, :, None], valid, [0, 1, 2, 3], d=d, weighting="abs_d", n_boot=200, seed=1)
+    assert w_again.equals(w) and stab_again == stab
+    # no bootstrap: NaN bounds, no stability figure
+    _, w0, stab0 = aggregate(r[:, :, None], valid, [0, 1, 2, 3], d=d, weighting="abs_d")
+    assert w0["cte_lo"].is_nan().all() and stab0["top_block_agreement"] is None

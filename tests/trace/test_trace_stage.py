@@ -62,11 +62,13 @@ def test_trace_stage_outputs_and_direction(tmp_path, tiny_model_params):
     assert sorted(table["layer"].unique().to_list()) == [0, 1, 2, 3]
     assert table["n"].max() == 3  # 3 usable train pairs (1 quarantined, 1 test row ignored)
     weights = pl.read_csv(out / "layer_weights.csv")
-    assert weights.columns == ["layer", "cte", "alpha"] and weights.height == 4
+    assert weights.columns == ["layer", "cte", "cte_lo", "cte_hi", "alpha"] and weights.height == 4
+    assert (weights["cte_lo"] <= weights["cte"]).all() and (weights["cte"] <= weights["cte_hi"]).all()
     assert weights["alpha"].min() == 0.0 and weights["alpha"].max() == 1.0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_examples"] + summary["n_skipped_small_d"] == 3
     assert summary["direction"] == "caption" and summary["n_quarantined"] == 1
+    assert summary["example_weighting"] == "uniform" and 0.0 <= summary["top_block_agreement"] <= 1.0
     q = pl.read_parquet(out / "quarantine.parquet")
     assert q["key"].to_list() == ["102"] and "image not found" in q["reason"][0]
     foil = pl.read_parquet(outs["foil"] / "cte.parquet")

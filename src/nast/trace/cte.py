@@ -26,9 +26,23 @@ gives ``d* = d`` exactly (CTE = 1) whenever the two runs share the readout conte
 of equal token length (a test checks it for every layer and family).
 
 Aggregation. ``effect(l, p)`` = mean CTE over the examples where p is a real position (``n`` of
-them); the per-layer ``cte_l`` = mean over examples of the example's mean over its real positions;
-``alpha_l = (cte_l - min) / (max - min)`` over the L+1 layers (all 1 when the range is 0). Pairs
-with ``|d| < trace.min_abs_d`` would divide by ~0: they are skipped and counted, never divided.
+them). Per example, ``r_e(l)`` = the mean of its CTE over its real positions. The per-layer
+``cte_l`` averages ``r_e(l)`` over the examples (``trace.example_weighting``):
+
+* ``uniform`` (default): the plain mean of the per-example ratios ``d*/d``;
+* ``abs_d``: weighted by the clean ``|d_e|``, i.e. ``sum_e sign(d_e) d*_e(l) / sum_e |d_e|`` --
+  the share of the total clean difference that the patches restore (causal tracing's "average
+  indirect effect", normalised once instead of per example). A pair with a small ``|d|`` has a
+  ratio with a huge variance; this weighting takes that away, at the price of letting the pairs
+  with a large ``|d|`` decide.
+
+``cte_lo``/``cte_hi`` are percentile-bootstrap 95 % intervals over the examples
+(``trace.bootstrap`` resamples, seeded). ``alpha_l = (cte_l - min) / (max - min)`` over the L+1
+layers (all 1 when the range is 0). Min-max normalisation stretches *any* difference to the full
+[0, 1] range, so read alpha next to the intervals: :func:`alpha_stability` gives the share of
+bootstrap resamples that keep the same highest- and lowest-CTE text block, and
+``benchmarks/cte_stability.py`` compares the two weightings on the same traced pairs. Pairs with
+``|d| < trace.min_abs_d`` would divide by ~0: they are skipped and counted, never divided.
 
 Batching (why it is fast). The naive algorithm runs the whole text encoder once per (l, p): (L+1)*P
 forwards per example (:func:`patched_scores_naive`, hooks on the library's own forward, kept as
@@ -244,12 +258,85 @@ def cte_from_scores(scores: Tensor, s_src: Tensor, s_tgt: Tensor) -> tuple[Tenso
     return (scores - s_tgt[:, None, None]) / d[:, None, None], d
 
 
-def aggregate(cte: np.ndarray, valid: np.ndarray, layers: list[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+WEIGHTINGS = ("abs_d", "uniform")
+
+
+def per_example_layer_cte(cte: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``[E, n_layers]``: each example's mean CTE over its real positions (``r_e(l)``)."""
+    return (cte * valid[:, None, :]).sum(-1) / np.maximum(valid.sum(-1), 1)[:, None]
+
+
+def layer_cte(per_example: np.ndarray, d: np.ndarray | None, weighting: str = "abs_d") -> np.ndarray:
+    """``[n_layers]`` per-layer CTE from ``r_e(l)`` ``[E, n_layers]`` (see the module docstring).
+
+    ``abs_d`` needs the clean differences ``d`` ``[E]``; ``uniform`` ignores them.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"example weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if per_example.shape[0] == 0:
+        return np.full(per_example.shape[1], np.nan)
+    if weighting == "uniform":
+        return per_example.mean(0)
+    if d is None or len(d) != per_example.shape[0]:
+        raise ValueError("abs_d weighting needs one clean difference d per example")
+    w = np.abs(np.asarray(d, dtype=float))
+    if w.sum() == 0:
+        return per_example.mean(0)
+    return (w[:, None] * per_example).sum(0) / w.sum()
+
+
+def minmax_alpha(per_layer: np.ndarray) -> np.ndarray:
+    """``alpha_l = (cte_l - min) / (max - min)`` (all 1 when the range is 0 or undefined)."""
+    per_layer = np.asarray(per_layer, dtype=float)
+    if per_layer.size == 0 or not np.isfinite(per_layer).any():
+        return np.ones(per_layer.size)
+    lo, hi = np.nanmin(per_layer), np.nanmax(per_layer)
+    return (per_layer - lo) / (hi - lo) if hi > lo else np.ones(per_layer.size)
+
+
+def bootstrap_layer_cte(per_example: np.ndarray, d: np.ndarray | None, weighting: str, n_boot: int,
+                        seed: int) -> np.ndarray:
+    """``[n_boot, n_layers]`` per-layer CTEs of examples resampled with replacement (seeded)."""
+    E, nl = per_example.shape
+    if n_boot <= 0 or E == 0:
+        return np.empty((0, nl))
+    rng = np.random.default_rng(seed)
+    d = None if d is None else np.asarray(d, dtype=float)
+    out = np.empty((n_boot, nl))
+    for b in range(n_boot):
+        idx = rng.integers(0, E, size=E)
+        out[b] = layer_cte(per_example[idx], None if d is None else d[idx], weighting)
+    return out
+
+
+def alpha_stability(per_layer: np.ndarray, boots: np.ndarray, layers: list[int]) -> dict[str, float | None]:
+    """How much of the block ranking survives resampling the probing pairs.
+
+    ``top_block_agreement`` / ``bottom_block_agreement``: share of bootstrap resamples whose
+    highest / lowest-CTE text block (layer >= 1, the blocks NAST trains) is the full sample's.
+    Values near 1 mean the layer weights are a property of the model, values near 1/L that they
+    are sampling noise (then trace more pairs, ``trace.max_examples``, before trusting alpha).
+    """
+    blocks = [i for i, layer in enumerate(layers) if layer >= 1]
+    if boots.shape[0] == 0 or len(blocks) < 2:
+        return {"top_block_agreement": None, "bottom_block_agreement": None}
+    full = np.asarray(per_layer)[blocks]
+    sub = boots[:, blocks]
+    return {"top_block_agreement": float(np.mean(sub.argmax(1) == full.argmax())),
+            "bottom_block_agreement": float(np.mean(sub.argmin(1) == full.argmin()))}
+
+
+def aggregate(cte: np.ndarray, valid: np.ndarray, layers: list[int], d: np.ndarray | None = None,
+              weighting: str = "uniform", n_boot: int = 0, seed: int = 0
+              ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float | None]]:
     """Pure aggregation of per-example CTE grids.
 
-    cte: ``[E, n_layers, P]`` float; valid: ``[E, P]`` bool (real positions of each example).
-    Returns the ``cte.parquet`` table (layer, position, effect, n) and ``layer_weights``
-    (layer, cte, alpha) -- see the module docstring for the definitions.
+    cte: ``[E, n_layers, P]`` float; valid: ``[E, P]`` bool (real positions of each example);
+    d: ``[E]`` clean differences (needed by ``weighting="abs_d"``); n_boot/seed: bootstrap of
+    the per-layer interval (0 = no interval, NaN bounds).
+    Returns the ``cte.parquet`` table (layer, position, effect, n), ``layer_weights``
+    (layer, cte, cte_lo, cte_hi, alpha) and :func:`alpha_stability` of the bootstrap -- see the
+    module docstring for the definitions.
     """
     E, nl, P = cte.shape
     n = valid.sum(0)  # [P]
@@ -263,19 +350,18 @@ def aggregate(cte: np.ndarray, valid: np.ndarray, layers: list[int]) -> tuple[pl
             rows["effect"].append(float(cte[valid[:, p], i, p].mean()))
             rows["n"].append(int(n[p]))
     table = pl.DataFrame(rows, schema={"layer": pl.Int16, "position": pl.Int16, "effect": pl.Float64, "n": pl.Int64})
-    if E:
-        per_example = (cte * valid[:, None, :]).sum(-1) / np.maximum(valid.sum(-1), 1)[:, None]  # [E, nl]
-        per_layer = per_example.mean(0)
+    per_example = per_example_layer_cte(cte, valid)
+    per_layer = layer_cte(per_example, d, weighting)
+    boots = bootstrap_layer_cte(per_example, d, weighting, n_boot, seed)
+    if boots.shape[0]:
+        lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
     else:
-        per_layer = np.full(nl, np.nan)
-    lo, hi = np.nanmin(per_layer) if E else np.nan, np.nanmax(per_layer) if E else np.nan
-    if E and hi > lo:
-        alpha = (per_layer - lo) / (hi - lo)
-    else:
-        alpha = np.ones(nl)
-    weights = pl.DataFrame({"layer": layers, "cte": per_layer.astype(float), "alpha": alpha.astype(float)},
-                           schema={"layer": pl.Int64, "cte": pl.Float64, "alpha": pl.Float64})
-    return table.sort("layer", "position"), weights
+        lo = hi = np.full(nl, np.nan)
+    weights = pl.DataFrame(
+        {"layer": layers, "cte": per_layer.astype(float), "cte_lo": lo.astype(float), "cte_hi": hi.astype(float),
+         "alpha": minmax_alpha(per_layer).astype(float)},
+        schema={"layer": pl.Int64, "cte": pl.Float64, "cte_lo": pl.Float64, "cte_hi": pl.Float64, "alpha": pl.Float64})
+    return table.sort("layer", "position"), weights, alpha_stability(per_layer, boots, layers)
 
 
 def trace_pairs(

@@ -48,14 +48,20 @@ def heatmap(table: pl.DataFrame, path: str | Path, title: str = "") -> Path:
 
 
 def layer_bars(weights: pl.DataFrame, path: str | Path, title: str = "") -> Path:
-    """``layer_weights.csv`` -> bars of per-layer CTE with alpha on a second axis."""
+    """``layer_weights.csv`` -> bars of per-layer CTE (with the bootstrap interval when present) and
+    alpha on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * weights.height + 2), 3.0))
-    ax.bar(weights["layer"].to_list(), weights["cte"].to_list(), color="#4477aa")
+    cte = weights["cte"].to_numpy()
+    yerr = None
+    if {"cte_lo", "cte_hi"} <= set(weights.columns) and np.isfinite(weights["cte_lo"].to_numpy()).all():
+        # bootstrap 95 % interval over the probing pairs
+        yerr = np.vstack([cte - weights["cte_lo"].to_numpy(), weights["cte_hi"].to_numpy() - cte]).clip(min=0)
+    ax.bar(weights["layer"].to_list(), cte, color="#4477aa", yerr=yerr, capsize=3)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("layer (0 = embeddings, l = output of block l-1)")
     ax.set_ylabel("mean CTE")

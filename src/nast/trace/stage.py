@@ -11,8 +11,9 @@ empty text or a missing/unreadable image goes to ``<out>/quarantine.parquet`` (c
 the negated (target) run; ``foil`` = the reverse.
 
 Outputs in ``--out``: ``cte.parquet`` (layer, position, effect, n), ``layer_weights.csv`` (layer,
-cte, alpha), ``heatmap.png``, ``layers.png``, ``summary.json`` (n_examples, n_skipped_small_d,
-direction, ...), ``quarantine.parquet``.
+cte, cte_lo, cte_hi, alpha; the interval is a bootstrap over the pairs), ``heatmap.png``,
+``layers.png``, ``summary.json`` (n_examples, n_skipped_small_d, direction, how stable the
+block ranking is under resampling, ...), ``quarantine.parquet``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
              vl.family, vl.n_text_layers)
     res = trace_pairs(vl, imgs, sources, targets, min_abs_d=float(tp["min_abs_d"]),
                       batch_size=int(tp["batch_size"]), naive=args.naive, log=log.info)
-    table, weights = aggregate(res["cte"], res["valid"], res["layers"])
+    d_kept = res["d"][res["kept"]]
+    table, weights, stability = aggregate(res["cte"], res["valid"], res["layers"], d=d_kept,
+                                          weighting=tp["example_weighting"], n_boot=int(tp["bootstrap"]),
+                                          seed=int(tp["seed"]))
     write_parquet(table, out / "cte.parquet")
     write_text(weights.write_csv(float_precision=8), out / "layer_weights.csv")
     write_parquet(quarantine.sort("key"), out / "quarantine.parquet")
@@ -145,9 +149,18 @@ def run(args: argparse.Namespace, params: dict) -> int:
         "mean_d": float(np.mean(d)) if d.size else None,
         "mean_abs_d": float(np.mean(np.abs(d))) if d.size else None,
         "layer_order": weights.sort("cte", descending=True)["layer"].to_list(),
+        "example_weighting": tp["example_weighting"],
+        "bootstrap": int(tp["bootstrap"]),
+        **stability,
         "method": "naive" if args.naive else "batched",
     }
     write_json(summary, out / "summary.json")
+    top = stability["top_block_agreement"]
+    if top is not None and top < 0.9:
+        log.warning("trace: the highest-CTE text block changes in %.0f %% of bootstrap resamples of the %d "
+                    "probing pairs: the layer weights (alpha) are partly sampling noise; see cte_lo/cte_hi "
+                    "in %s and trace more pairs (trace.max_examples)", 100 * (1 - top), summary["n_examples"],
+                    out / "layer_weights.csv")
     log.info("trace: %d examples traced, %d skipped (|d| < %g) in %.1f s -> %s", summary["n_examples"],
              summary["n_skipped_small_d"], tp["min_abs_d"], time.perf_counter() - t0, out)
     return 0
