@@ -1,4 +1,4 @@
-"""Gradient scaling by alpha_l^beta, beta = 0 == uniform LoRA, resume after a kill (via the CLI)."""
+"""Gradient scaling by alpha_l^beta, beta = 0 == uniform LoRA, resume after a stop and after a real SIGKILL (via the CLI)."""
 
 from __future__ import annotations
 
@@ -183,3 +183,46 @@ def test_normalize_scales_keeps_the_lr_budget():
     assert trainer.normalize_scales([1.0, 1.0], "mean") == [1.0, 1.0]  # uniform stays uniform
     with pytest.raises(StageError, match="nothing would be trained"):
         trainer.normalize_scales([0.0, 0.0], "mean")
+
+
+def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
+    """A real kill (SIGKILL of the `nast train` process, no clean exit) between epochs or in the
+    middle of one; the rerun resumes from the last complete epoch and ends with the weights and
+    curve of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import tiny_world
+
+    world = tiny_world.build(tmp_path / "w", train={"epochs": 8})
+    f = world["files"]
+    argv = ["train", "--params", f["params"], "--method", "nast", "--cohort", f["cohort"],
+            "--benchmark", f["benchmark"], "--contextual", f["contextual"], "--layer-weights", f["layer_weights"]]
+    assert main([*argv, "--out", str(tmp_path / "full")]) == 0
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nast.cli", *argv, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while not list((out / "state").glob("epoch_*.pt")):
+            assert proc.poll() is None, "nast train ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "adapter.pt").exists()
+    done = sorted(p.name for p in (out / "state").glob("epoch_*.pt"))
+    assert len(done) == 1 and done[0] < "epoch_008.pt", done
+    torch.load(out / "state" / done[0], weights_only=False)  # the checkpoint on disk is whole
+
+    assert main([*argv, "--out", str(out)]) == 0
+    a, b = _adapter(tmp_path / "full"), _adapter(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (out / "curve.csv").read_text() == (tmp_path / "full" / "curve.csv").read_text()
