@@ -8,6 +8,10 @@ Tables (``--out``, default reports/tables)
     by_n_negated.csv           method x number of negated conditions in the correct option
     by_foil_type.csv           method x foil type: claim accuracy
     beta_sweep.csv             the nast-beta{B} runs: beta and the headline metrics
+    paired.csv                 each method against zero_shot and lora_uniform on the same test
+                               questions: difference in negated accuracy and in the gap, with
+                               paired bootstrap 95 % CIs (``evaluate.bootstrap``/``seed``); also
+                               the second table of summary.md
     metrics.json               headline metrics per method (DVC metrics file)
 
 Plots (``--plots``, default reports/plots)
@@ -126,6 +130,47 @@ def beta_sweep_table(evals) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema).sort("beta")
 
 
+REFERENCES = ("zero_shot", "lora_uniform")
+PAIRED_SCHEMA = {"method": pl.Utf8, "reference": pl.Utf8, "negated_diff": pl.Float64, "negated_diff_lo": pl.Float64,
+                 "negated_diff_hi": pl.Float64, "gap_diff": pl.Float64, "gap_diff_lo": pl.Float64,
+                 "gap_diff_hi": pl.Float64, "n_mcq": pl.Int64}
+
+
+def paired_table(evals: list[dict[str, Any]], n_boot: int, seed: int) -> pl.DataFrame:
+    """Each method minus each reference method (zero_shot, lora_uniform), question by question.
+
+    ``negated_diff`` = negated accuracy(method) - negated accuracy(reference); ``gap_diff`` = gap(method)
+    - gap(reference) (negative: the method has the smaller gap). Paired bootstrap over the test
+    questions (:func:`nast.evaluate.metrics.paired_difference`). Methods whose JSON has no
+    ``mcq_hits`` or another question set than the reference are left out with a warning.
+    """
+    from nast.evaluate import metrics as M
+
+    by_name = {e["method"]: e for e in evals}
+    rows = []
+    for ref in REFERENCES:
+        r = by_name.get(ref)
+        if r is None or not r.get("mcq_hits"):
+            continue
+        rh = r["mcq_hits"]
+        r_neg, r_aff = M.decode_hits(rh["negated"]), M.decode_hits(rh["affirmative"])
+        for e in evals:
+            if e["method"] in (ref, "zero_shot"):  # the base is a reference, never the compared method
+                continue
+            h = e.get("mcq_hits")
+            if not h or h["questions"] != rh["questions"]:
+                log.warning("report: %s has no per-question hits of the questions %s was scored on; not paired",
+                            e["method"], ref)
+                continue
+            neg, aff = M.decode_hits(h["negated"]), M.decode_hits(h["affirmative"])
+            nd = M.paired_difference(neg, r_neg, n_boot, seed)
+            gd = M.paired_difference(aff.astype(float) - neg, r_aff.astype(float) - r_neg, n_boot, seed)
+            rows.append({"method": e["method"], "reference": ref, "negated_diff": nd[0], "negated_diff_lo": nd[1],
+                         "negated_diff_hi": nd[2], "gap_diff": gd[0], "gap_diff_lo": gd[1], "gap_diff_hi": gd[2],
+                         "n_mcq": int(neg.size)})
+    return pl.DataFrame(rows, schema=PAIRED_SCHEMA)
+
+
 def to_markdown(df: pl.DataFrame) -> str:
     def cell(v):
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -230,8 +275,9 @@ def plot_curves(curves: dict[str, pl.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
-def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Path, plots: Path) -> dict[str, Path]:
-    """Write every table and plot; returns name -> path."""
+def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Path, plots: Path,
+          n_boot: int = 1000, seed: int = 0) -> dict[str, Path]:
+    """Write every table and plot; returns name -> path. n_boot/seed: the paired bootstrap."""
     summary = summary_table(evals)
     per_cond = long_table(evals, "mcq_by_condition", "condition", "negated_acc",
                           "mcq_affirmative_by_condition", "affirmative_acc")
@@ -239,15 +285,20 @@ def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Pat
                       "mcq_affirmative_by_n_negated", "affirmative_acc")
     foil = long_table(evals, "claim_acc_by_foil_type", "foil_type", "claim_acc")
     sweep = beta_sweep_table(evals)
+    paired = paired_table(evals, n_boot, seed)
     files: dict[str, Path] = {}
     for name, df in (("summary", summary), ("per_condition", per_cond), ("by_n_negated", by_n),
-                     ("by_foil_type", foil), ("beta_sweep", sweep)):
+                     ("by_foil_type", foil), ("beta_sweep", sweep), ("paired", paired)):
         files[f"{name}.csv"] = io.write_text(df.write_csv(float_precision=4, null_value=""), out / f"{name}.csv")
     files["summary.md"] = io.write_text(
         "# NAST comparison (test split)\n\n" + to_markdown(summary.select(
             "method", "mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "mcq_gap_lo", "mcq_gap_hi",
             "gap_closed", "claim_acc", "retrieval_r5", "auroc_mean", "n_mcq"))
-        + "\nMCQ gap = affirmative - negated accuracy (95% bootstrap CI lo/hi); gap_closed relative to zero_shot.\n",
+        + "\nMCQ gap = affirmative - negated accuracy (95% bootstrap CI lo/hi); gap_closed relative to zero_shot.\n"
+        + "\n## Paired differences (same test questions)\n\n" + to_markdown(paired)
+        + "\nnegated_diff = negated accuracy of the method - that of the reference; gap_diff = gap of the method"
+          " - gap of the reference (negative = smaller gap); paired bootstrap 95% CI over the questions. A CI that"
+          " contains 0 is no evidence of a difference.\n",
         out / "summary.md")
     metrics = {r["method"]: {k: r[k] for k in (*HEADLINE, "gap_closed")} for r in summary.iter_rows(named=True)}
     files["metrics.json"] = io.write_json(metrics, out / "metrics.json")
@@ -266,7 +317,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
 
     evals = load_evals(args.eval_dir)
     curves = read_curves(args.models_dir)
-    files = build(evals, curves, Path(args.out), Path(args.plots))
+    files = build(evals, curves, Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
+                  seed=int(params["evaluate"]["seed"]))
     log.info("report: %d methods, %d training curves -> %s, %s", len(evals), len(curves), args.out, args.plots)
     flat = {}
     for e in evals:

@@ -103,7 +103,18 @@ def test_report_tables_and_plots(eval_world, pipeline):
         assert summary[col].is_between(0, 1).all(), col
     assert summary["mcq_gap"].is_between(-1, 1).all()
     md = (out / "summary.md").read_text()
-    assert md.count("\n| ") == 3 and "nast-beta0.5" in md
+    first = md.split("## Paired")[0]
+    assert first.count("\n| ") == 3 and "nast-beta0.5" in first
+    # the trained method against zero_shot on the same questions (lora_uniform was not run)
+    paired = pl.read_csv(out / "paired.csv")
+    assert paired.select("method", "reference").rows() == [("nast-beta0.5", "zero_shot")]
+    row = paired.row(0, named=True)
+    nb = summary.filter(pl.col("method") == "nast-beta0.5").row(0, named=True)
+    zr = summary.filter(pl.col("method") == "zero_shot").row(0, named=True)
+    assert row["negated_diff"] == pytest.approx(nb["mcq_negated_acc"] - zr["mcq_negated_acc"], abs=1e-4)
+    assert row["gap_diff"] == pytest.approx(nb["mcq_gap"] - zr["mcq_gap"], abs=1e-4)
+    assert row["negated_diff_lo"] <= row["negated_diff"] <= row["negated_diff_hi"]
+    assert row["n_mcq"] == nb["n_mcq"] and "## Paired differences" in md
     sweep = pl.read_csv(out / "beta_sweep.csv")
     assert sweep["beta"].to_list() == [0.5]
     foil = pl.read_csv(out / "by_foil_type.csv")

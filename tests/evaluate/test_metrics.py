@@ -65,3 +65,44 @@ def test_recall_at_k_hand_made():
 def test_auroc():
     assert M.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
     assert M.auroc([0.1, 0.2], [1, 1]) is None
+
+
+def test_hits_round_trip_and_question_digest():
+    hits = np.array([True, False, False, True, True])
+    assert M.encode_hits(hits) == "10011"
+    assert np.array_equal(M.decode_hits("10011"), hits)
+    with pytest.raises(ValueError):
+        M.decode_hits("10a")
+    assert M.question_digest(["a", "b"]) == M.question_digest(["a", "b"])
+    assert M.question_digest(["a", "b"]) != M.question_digest(["b", "a"])
+
+
+def test_paired_difference_hand_computed():
+    a = np.array([1, 1, 1, 0, 1, 1, 0, 1], dtype=bool)
+    b = np.array([0, 1, 0, 0, 1, 0, 0, 1], dtype=bool)
+    diff, lo, hi = M.paired_difference(a, b, n_boot=2000, seed=0)
+    assert diff == pytest.approx(6 / 8 - 3 / 8)
+    # per-question differences are 1 on 3 of 8 questions, 0 elsewhere: the CI stays in [0, 1]
+    assert 0 <= lo < diff < hi <= 1
+    same = M.paired_difference(a, a, n_boot=200, seed=0)
+    assert same == (0.0, 0.0, 0.0)  # paired: identical answers have no spread at all
+    with pytest.raises(ValueError, match="same questions"):
+        M.paired_difference(a, b[:-1], n_boot=10, seed=0)
+
+
+def test_report_pairs_only_the_same_questions(caplog):
+    from nast.report import paired_table
+
+    def ev(name, neg, aff, questions="q1"):
+        return {"method": name, "mcq_hits": {"questions": questions, "negated": neg, "affirmative": aff}}
+
+    evals = [ev("zero_shot", "0011", "1111"), ev("lora_uniform", "0111", "1110"), ev("nast", "1111", "1111"),
+             ev("other_set", "1111", "1111", questions="q2"), {"method": "old_json"}]
+    table = paired_table(evals, n_boot=100, seed=0)
+    assert set(table.select("method", "reference").rows()) == {
+        ("lora_uniform", "zero_shot"), ("nast", "zero_shot"), ("nast", "lora_uniform")}
+    row = table.filter((table["method"] == "nast") & (table["reference"] == "zero_shot")).row(0, named=True)
+    assert row["negated_diff"] == pytest.approx(1.0 - 0.5) and row["gap_diff"] == pytest.approx(0.0 - 0.5)
+    row = table.filter((table["method"] == "nast") & (table["reference"] == "lora_uniform")).row(0, named=True)
+    assert row["negated_diff"] == pytest.approx(0.25) and row["gap_diff"] == pytest.approx(0.0 - 0.0)
+    assert "other_set has no per-question hits" in caplog.text

@@ -13,6 +13,13 @@ Bootstrap CIs
     Percentile bootstrap over questions (resampled with replacement, ``n`` resamples, fixed seed).
     The gap CI resamples the *same* question indices for both sets (paired bootstrap).
 
+Paired comparisons between methods
+    Every method answers the same test questions, so two methods are compared question by
+    question: ``diff = mean(hits_a) - mean(hits_b)`` with a paired percentile bootstrap (the same
+    resampled question indices for both). The eval JSON keeps each method's per-question hits as a
+    0/1 string in question order (``mcq_hits``) with a digest of that order, never the question
+    ids or texts; :func:`paired_difference` refuses hits of different question sets.
+
 Contextual claims
     A *caption group* is one true caption for one image together with all its minimal-edit foils.
     ``claim_acc`` = share of groups where the true caption scores strictly higher than **every**
@@ -79,6 +86,36 @@ def bootstrap_ci(
         stat = stat - other[idx].mean(axis=1)
     lo, hi = np.percentile(stat, [2.5, 97.5])
     return (float(lo), float(hi))
+
+
+def encode_hits(hits: np.ndarray) -> str:
+    """Per-question hits as a compact 0/1 string (question order kept)."""
+    return "".join("1" if h else "0" for h in np.asarray(hits, dtype=bool))
+
+
+def decode_hits(text: str) -> np.ndarray:
+    if set(text) - {"0", "1"}:
+        raise ValueError("hits must be a string of 0 and 1")
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def question_digest(ids: Iterable) -> str:
+    """Digest of the ordered question ids (tells whether two hit strings are the same questions)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(str(i) for i in ids).encode()).hexdigest()[:16]
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """``(mean(a) - mean(b), lo, hi)``: paired percentile-bootstrap 95 % CI over questions.
+
+    a, b: per-question values (hits, or per-question gaps ``aff - neg``) of the same questions.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired difference needs the same questions ({a.shape} vs {b.shape})")
+    lo, hi = bootstrap_ci(a, n_boot, seed, paired_with=b)
+    return (float(a.mean() - b.mean()) if a.size else float("nan"), lo, hi)
 
 
 def grouped_accuracy(hits: np.ndarray, keys: Iterable) -> dict[str, float]:

@@ -5,7 +5,9 @@ Loads the base model from ``params.model``, applies the trained adapter/weights 
 
 * MCQ on the negated and on the affirmative wording of the same questions (argmax cosine), their
   gap (affirmative - negated), bootstrap 95 % CIs (``evaluate.bootstrap`` resamples, ``evaluate.seed``),
-  negated accuracy by the number of negated conditions in the correct option and by condition;
+  negated accuracy by the number of negated conditions in the correct option and by condition,
+  and the per-question hits (``mcq_hits``: 0/1 strings and a digest of the question order) that
+  ``nast report`` pairs across methods;
 * contextual claims: ``claim_acc`` (true caption beats all its foils), by foil type, pairwise;
 * image->report and report->image R@1/5/10 (one frontal image per test study; the report text
   is the impression followed by as many whole findings sentences as fit the text context,
@@ -65,6 +67,9 @@ def mcq_block(neg: np.ndarray, aff: np.ndarray, bench: pl.DataFrame, n_boot: int
         f"{prefix}_by_condition": M.grouped_accuracy(neg, conds),
         f"{prefix}_affirmative_by_condition": M.grouped_accuracy(aff, conds),
         f"n_{prefix}": int(len(neg)),
+        # per-question hits for paired comparisons between methods (nast report); no ids or text
+        f"{prefix}_hits": {"questions": M.question_digest(bench["dicom_id"].to_list()),
+                           "negated": M.encode_hits(neg), "affirmative": M.encode_hits(aff)},
     }
 
 
