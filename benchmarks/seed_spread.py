@@ -1,0 +1,104 @@
+"""How much of a difference between two methods is training-seed noise?
+
+Trains and evaluates each ``--methods`` entry once per ``--seeds`` value (``train.seed``; all
+else from ``--params``) through the ``nast train`` / ``nast evaluate`` commands, on the data and
+layer weights the pipeline already built (run ``make demo`` first), in ``--work`` (MLflow off).
+Prints one line per (method, seed), then per method the mean and standard deviation over seeds
+of the negated accuracy, the affirmative accuracy and the gap, and per seed the paired
+difference of the first two methods on the same questions. Ends with the line
+
+    <m1>_minus_<m2> negated_diff mean=<..> sd=<..> over <n> seeds; gap_diff mean=<..> sd=<..>
+
+Usage::
+
+    python benchmarks/seed_spread.py --seeds 0 1 2 3 --methods nast lora_uniform
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--methods", nargs="+", default=["nast", "lora_uniform"])
+    ap.add_argument("--work", default="reports/seed_spread", help="scratch folder (params, models, eval JSON)")
+    ap.add_argument("--jobs", type=int, default=2, help="train/evaluate processes at once")
+    ap.add_argument("--cohort", default="data/interim/cohort.parquet")
+    ap.add_argument("--benchmark", default="data/processed/benchmark.parquet")
+    ap.add_argument("--contextual", default="data/processed/contextual.parquet")
+    ap.add_argument("--layer-weights", default="reports/cte/layer_weights.csv")
+    args = ap.parse_args()
+
+    from nast.evaluate.metrics import decode_hits, paired_difference
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    base = yaml.safe_load(Path(args.params).read_text())
+    env = {**os.environ, "NAST_TRACKING": "0"}
+    data = ["--cohort", args.cohort, "--benchmark", args.benchmark, "--contextual", args.contextual]
+
+    def one(method: str, seed: int) -> dict:
+        pfile = work / f"params_seed{seed}.yaml"
+        model, out = work / "models" / f"{method}-seed{seed}", work / "eval" / f"{method}-seed{seed}.json"
+        if not out.is_file():
+            log = open(work / f"{method}-seed{seed}.log", "w")
+            subprocess.run(["nast", "train", "--params", str(pfile), "--method", method, *data,
+                            "--layer-weights", args.layer_weights, "--out", str(model)],
+                           check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.run(["nast", "evaluate", "--params", str(pfile), "--method", method, "--model-dir", str(model),
+                            *data, "--out", str(out)], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return json.loads(out.read_text())
+
+    for seed in args.seeds:  # one params file per seed, written before the workers start
+        (work / f"params_seed{seed}.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "seed": seed}}))
+    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = dict(zip(jobs, pool.map(lambda ms: one(*ms), jobs)))
+
+    print("method          seed  negated  affirmative  gap     claim   R@5")
+    for (m, s), r in results.items():
+        print(f"{m:15s} {s:4d}  {r['mcq_negated_acc']:.3f}    {r['mcq_affirmative_acc']:.3f}        "
+              f"{r['mcq_gap']:+.3f}  {r['claim_acc']:.3f}  {r['retrieval_r5']:.3f}")
+    print()
+    for m in args.methods:
+        v = {k: np.array([results[(m, s)][k] for s in args.seeds]) for k in
+             ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap")}
+        print(f"{m:15s} negated {v['mcq_negated_acc'].mean():.3f} ± {v['mcq_negated_acc'].std(ddof=1):.3f}, "
+              f"affirmative {v['mcq_affirmative_acc'].mean():.3f} ± {v['mcq_affirmative_acc'].std(ddof=1):.3f}, "
+              f"gap {v['mcq_gap'].mean():+.3f} ± {v['mcq_gap'].std(ddof=1):.3f} (mean ± sd over {len(args.seeds)} seeds)")
+    if len(args.methods) >= 2:
+        a, b = args.methods[:2]
+        nd, gd = [], []
+        print()
+        for s in args.seeds:
+            ha, hb = results[(a, s)]["mcq_hits"], results[(b, s)]["mcq_hits"]
+            na, nb = decode_hits(ha["negated"]), decode_hits(hb["negated"])
+            ga = decode_hits(ha["affirmative"]).astype(float) - na
+            gb = decode_hits(hb["affirmative"]).astype(float) - nb
+            n = paired_difference(na, nb, 1000, 0)
+            g = paired_difference(ga, gb, 1000, 0)
+            nd.append(n[0])
+            gd.append(g[0])
+            print(f"seed {s}: {a} - {b}: negated {n[0]:+.3f} ({n[1]:+.3f}, {n[2]:+.3f}), gap {g[0]:+.3f} "
+                  f"({g[1]:+.3f}, {g[2]:+.3f})  [paired bootstrap over the questions]")
+        nd, gd = np.array(nd), np.array(gd)
+        sd = (lambda x: x.std(ddof=1) if x.size > 1 else float("nan"))
+        print(f"\n{a}_minus_{b} negated_diff mean={nd.mean():+.3f} sd={sd(nd):.3f} over {nd.size} seeds; "
+              f"gap_diff mean={gd.mean():+.3f} sd={sd(gd):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
