@@ -64,7 +64,7 @@ def layer_bars(weights: pl.DataFrame, path: str | Path, title: str = "") -> Path
     ax.bar(weights["layer"].to_list(), cte, color="#4477aa", yerr=yerr, capsize=3)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("layer (0 = embeddings, l = output of block l-1)")
-    ax.set_ylabel("mean CTE")
+    ax.set_ylabel("mean CTE" + (" (bootstrap 95% CI)" if yerr is not None else ""))
     ax.set_xticks(weights["layer"].to_list())
     ax2 = ax.twinx()
     ax2.plot(weights["layer"].to_list(), weights["alpha"].to_list(), "o-", color="#cc6677")
