@@ -41,7 +41,7 @@ def main() -> int:
     ap.add_argument("--layer-weights", default="reports/cte/layer_weights.csv")
     args = ap.parse_args()
 
-    from nast.evaluate.metrics import decode_hits, paired_difference
+    from nast.evaluate.metrics import compare_hits
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -53,12 +53,13 @@ def main() -> int:
         pfile = work / f"params_seed{seed}.yaml"
         model, out = work / "models" / f"{method}-seed{seed}", work / "eval" / f"{method}-seed{seed}.json"
         if not out.is_file():
-            log = open(work / f"{method}-seed{seed}.log", "w")
-            subprocess.run(["nast", "train", "--params", str(pfile), "--method", method, *data,
-                            "--layer-weights", args.layer_weights, "--out", str(model)],
-                           check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-            subprocess.run(["nast", "evaluate", "--params", str(pfile), "--method", method, "--model-dir", str(model),
-                            *data, "--out", str(out)], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+            with open(work / f"{method}-seed{seed}.log", "w") as log:
+                subprocess.run(["nast", "train", "--params", str(pfile), "--method", method, *data,
+                                "--layer-weights", args.layer_weights, "--out", str(model)],
+                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.run(["nast", "evaluate", "--params", str(pfile), "--method", method, "--model-dir",
+                                str(model), *data, "--out", str(out)],
+                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
         return json.loads(out.read_text())
 
     for seed in args.seeds:  # one params file per seed, written before the workers start
@@ -83,16 +84,14 @@ def main() -> int:
         nd, gd = [], []
         print()
         for s in args.seeds:
-            ha, hb = results[(a, s)]["mcq_hits"], results[(b, s)]["mcq_hits"]
-            na, nb = decode_hits(ha["negated"]), decode_hits(hb["negated"])
-            ga = decode_hits(ha["affirmative"]).astype(float) - na
-            gb = decode_hits(hb["affirmative"]).astype(float) - nb
-            n = paired_difference(na, nb, 1000, 0)
-            g = paired_difference(ga, gb, 1000, 0)
-            nd.append(n[0])
-            gd.append(g[0])
-            print(f"seed {s}: {a} - {b}: negated {n[0]:+.3f} ({n[1]:+.3f}, {n[2]:+.3f}), gap {g[0]:+.3f} "
-                  f"({g[1]:+.3f}, {g[2]:+.3f})  [paired bootstrap over the questions]")
+            c = compare_hits(results[(a, s)]["mcq_hits"], results[(b, s)]["mcq_hits"], 1000, 0)
+            if c is None:
+                raise SystemExit(f"seed {s}: {a} and {b} were scored on different questions")
+            nd.append(c["negated_diff"])
+            gd.append(c["gap_diff"])
+            print(f"seed {s}: {a} - {b}: negated {c['negated_diff']:+.3f} ({c['negated_diff_lo']:+.3f}, "
+                  f"{c['negated_diff_hi']:+.3f}), gap {c['gap_diff']:+.3f} ({c['gap_diff_lo']:+.3f}, "
+                  f"{c['gap_diff_hi']:+.3f})  [paired bootstrap over the questions]")
         nd, gd = np.array(nd), np.array(gd)
         sd = (lambda x: x.std(ddof=1) if x.size > 1 else float("nan"))
         print(f"\n{a}_minus_{b} negated_diff mean={nd.mean():+.3f} sd={sd(nd):.3f} over {nd.size} seeds; "

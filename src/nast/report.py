@@ -152,22 +152,15 @@ def paired_table(evals: list[dict[str, Any]], n_boot: int, seed: int) -> pl.Data
         r = by_name.get(ref)
         if r is None or not r.get("mcq_hits"):
             continue
-        rh = r["mcq_hits"]
-        r_neg, r_aff = M.decode_hits(rh["negated"]), M.decode_hits(rh["affirmative"])
         for e in evals:
             if e["method"] in (ref, "zero_shot"):  # the base is a reference, never the compared method
                 continue
-            h = e.get("mcq_hits")
-            if not h or h["questions"] != rh["questions"]:
+            row = M.compare_hits(e.get("mcq_hits"), r["mcq_hits"], n_boot, seed)
+            if row is None:
                 log.warning("report: %s has no per-question hits of the questions %s was scored on; not paired",
                             e["method"], ref)
                 continue
-            neg, aff = M.decode_hits(h["negated"]), M.decode_hits(h["affirmative"])
-            nd = M.paired_difference(neg, r_neg, n_boot, seed)
-            gd = M.paired_difference(aff.astype(float) - neg, r_aff.astype(float) - r_neg, n_boot, seed)
-            rows.append({"method": e["method"], "reference": ref, "negated_diff": nd[0], "negated_diff_lo": nd[1],
-                         "negated_diff_hi": nd[2], "gap_diff": gd[0], "gap_diff_lo": gd[1], "gap_diff_hi": gd[2],
-                         "n_mcq": int(neg.size)})
+            rows.append({"method": e["method"], "reference": ref, **row})
     return pl.DataFrame(rows, schema=PAIRED_SCHEMA)
 
 

@@ -118,6 +118,23 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> t
     return (float(a.mean() - b.mean()) if a.size else float("nan"), lo, hi)
 
 
+def compare_hits(hits: dict, ref: dict, n_boot: int, seed: int) -> dict[str, float] | None:
+    """One method's ``mcq_hits`` against a reference's, question by question.
+
+    Returns ``negated_diff`` (negated accuracy minus the reference's) and ``gap_diff`` (gap minus
+    the reference's; negative = the smaller gap), each with ``_lo``/``_hi`` from
+    :func:`paired_difference`, and ``n_mcq``; None when the two were scored on other questions.
+    """
+    if not hits or not ref or hits["questions"] != ref["questions"]:
+        return None
+    neg, aff = decode_hits(hits["negated"]), decode_hits(hits["affirmative"])
+    r_neg, r_aff = decode_hits(ref["negated"]), decode_hits(ref["affirmative"])
+    nd = paired_difference(neg, r_neg, n_boot, seed)
+    gd = paired_difference(aff.astype(float) - neg, r_aff.astype(float) - r_neg, n_boot, seed)
+    return {"negated_diff": nd[0], "negated_diff_lo": nd[1], "negated_diff_hi": nd[2],
+            "gap_diff": gd[0], "gap_diff_lo": gd[1], "gap_diff_hi": gd[2], "n_mcq": int(neg.size)}
+
+
 def grouped_accuracy(hits: np.ndarray, keys: Iterable) -> dict[str, float]:
     """Accuracy per key (keys may be scalars or, per row, an iterable of keys)."""
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])

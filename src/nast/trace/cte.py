@@ -266,7 +266,7 @@ def per_example_layer_cte(cte: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return (cte * valid[:, None, :]).sum(-1) / np.maximum(valid.sum(-1), 1)[:, None]
 
 
-def layer_cte(per_example: np.ndarray, d: np.ndarray | None, weighting: str = "abs_d") -> np.ndarray:
+def layer_cte(per_example: np.ndarray, d: np.ndarray | None, weighting: str) -> np.ndarray:
     """``[n_layers]`` per-layer CTE from ``r_e(l)`` ``[E, n_layers]`` (see the module docstring).
 
     ``abs_d`` needs the clean differences ``d`` ``[E]``; ``uniform`` ignores them.
