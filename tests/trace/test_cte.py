@@ -7,11 +7,14 @@ import torch
 
 from nast.trace.cte import (
     aggregate,
+    block_write_states,
     common_length,
     cte_from_scores,
     patch_hidden,
     patched_scores,
     patched_scores_naive,
+    per_layer_example_cte,
+    position_masks,
     trace_pairs,
 )
 
@@ -158,3 +161,55 @@ def test_bootstrap_interval_and_block_stability():
     # no bootstrap: NaN bounds, no stability figure
     _, w0, stab0 = aggregate(r[:, :, None], valid, [0, 1, 2, 3], d=d, weighting="abs_d")
     assert w0["cte_lo"].is_nan().all() and stab0["top_block_agreement"] is None
+
+
+# ----------------------------------------------------------------------------- unit: block
+@pytest.mark.parametrize("family", FAMILIES)
+def test_block_unit_batched_equals_naive(tiny_models, family):
+    vl = tiny_models[family]
+    src, tgt, img = vl.tokenize(SOURCES), vl.tokenize(TARGETS), _img(2, seed=5)
+    P = common_length(vl, src, tgt)
+    mask = position_masks(P, "block")
+    assert mask.shape == (P + 1, P) and bool(mask[P].all())
+    fast = patched_scores(vl, src, tgt, img, mask=mask, unit="block")
+    slow = patched_scores_naive(vl, src, tgt, img, mask=mask, unit="block")
+    for a, b in zip(fast, slow):
+        assert float((a - b).abs().max()) <= 1e-5
+    state = patched_scores(vl, src, tgt, img, mask=mask, unit="state")
+    # layer 0 (the embeddings' write is the state) agrees; the blocks do not
+    torch.testing.assert_close(fast[0][:, 0], state[0][:, 0], atol=1e-6, rtol=0)
+    assert float((fast[0][:, 1:] - state[0][:, 1:]).abs().max()) > 1e-4
+
+
+def test_block_write_states_restore_the_source_run_when_every_write_is_patched(tiny_models):
+    vl = tiny_models["open_clip"]
+    src, tgt = vl.tokenize(["there is a pleural effusion"]), vl.tokenize(["there is no pleural effusion"])
+    P = common_length(vl, src, tgt)
+    with torch.no_grad():
+        s_states, _ = vl.text_states({k: v[:, :P] for k, v in src.items()})
+        t_states, _ = vl.text_states({k: v[:, :P] for k, v in tgt.items()})
+    w = block_write_states(s_states, t_states)
+    assert torch.equal(w[0], s_states[0])
+    # target input + source write of block l == source output when the inputs agree
+    torch.testing.assert_close(w[1] - t_states[0] + s_states[0], s_states[1], atol=1e-6, rtol=0)
+    # the write of the last block alone is not the whole source state (earlier writes stay the target's)
+    assert float((w[-1] - s_states[-1]).abs().max()) > 1e-4
+
+
+def test_block_unit_per_layer_cte_is_the_whole_write_patch(tiny_models):
+    vl = tiny_models["open_clip"]
+    images = torch.stack([vl.preprocess(__import__("PIL.Image").Image.new("L", (32, 32), c)) for c in (30, 200)])
+    res = trace_pairs(vl, images, SOURCES, TARGETS, min_abs_d=0.0, batch_size=2, unit="block")
+    assert res["whole"].shape == (2, vl.n_text_layers + 1) and res["unit"] == "block"
+    np.testing.assert_array_equal(per_layer_example_cte(res), res["whole"])
+    # the single-position grid is that of the same unit; the whole write is a separate patch
+    assert res["cte"].shape[:2] == (2, vl.n_text_layers + 1)
+    state = trace_pairs(vl, images, SOURCES, TARGETS, min_abs_d=0.0, batch_size=2, unit="state")
+    assert state["whole"] is None
+    np.testing.assert_allclose(per_layer_example_cte(state),
+                               (state["cte"] * state["valid"][:, None, :]).sum(-1) / state["valid"].sum(-1)[:, None])
+    _, w, _ = aggregate(res["cte"], res["valid"], res["layers"], d=res["d"], weighting="uniform",
+                        per_example=per_layer_example_cte(res))
+    np.testing.assert_allclose(w["cte"].to_numpy(), res["whole"].mean(0))
+    with pytest.raises(ValueError, match="trace unit"):
+        trace_pairs(vl, images, SOURCES, TARGETS, min_abs_d=0.0, batch_size=2, unit="head")

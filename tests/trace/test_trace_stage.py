@@ -36,11 +36,13 @@ def _benchmark(tmp: Path) -> Path:
     return path
 
 
-def _params(tmp: Path, model_params: dict, direction: str) -> Path:
+def _params(tmp: Path, model_params: dict, direction: str, unit: str | None = None) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["model"] = {**model_params, "device": "cpu"}
     params["trace"].update(direction=direction, max_examples=8, batch_size=2, min_abs_d=0.0)
-    p = tmp / f"params_{direction}.yaml"
+    if unit is not None:
+        params["trace"]["unit"] = unit
+    p = tmp / f"params_{direction}{'_' + unit if unit else ''}.yaml"
     p.write_text(yaml.safe_dump(params))
     return p
 
@@ -68,7 +70,9 @@ def test_trace_stage_outputs_and_direction(tmp_path, tiny_model_params):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_examples"] + summary["n_skipped_small_d"] == 3
     assert summary["direction"] == "caption" and summary["n_quarantined"] == 1
-    assert summary["example_weighting"] == "uniform" and 0.0 <= summary["top_block_agreement"] <= 1.0
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())["trace"]
+    assert summary["example_weighting"] == defaults["example_weighting"] and summary["unit"] == defaults["unit"]
+    assert 0.0 <= summary["top_block_agreement"] <= 1.0
     q = pl.read_parquet(out / "quarantine.parquet")
     assert q["key"].to_list() == ["102"] and "image not found" in q["reason"][0]
     foil = pl.read_parquet(outs["foil"] / "cte.parquet")
@@ -88,3 +92,20 @@ def test_trace_missing_column_names_file_and_column(tmp_path, tiny_model_params,
     assert rc == 2
     err = capsys.readouterr().err
     assert "bad.parquet" in err and "negated_C" in err
+
+
+def test_trace_units_give_different_layer_weights_same_grid_shape(tmp_path, tiny_model_params):
+    bench = _benchmark(tmp_path)
+    w, t = {}, {}
+    for unit in ("state", "block"):
+        out = tmp_path / f"cte_{unit}"
+        assert main(["trace", "--params", str(_params(tmp_path, tiny_model_params["open_clip"], "caption", unit)),
+                     "--benchmark", str(bench), "--out", str(out)]) == 0
+        assert json.loads((out / "summary.json").read_text())["unit"] == unit
+        w[unit] = pl.read_csv(out / "layer_weights.csv")
+        t[unit] = pl.read_parquet(out / "cte.parquet")
+    assert t["state"].select("layer", "position", "n").equals(t["block"].select("layer", "position", "n"))
+    # layer 0 (embeddings) is patched the same way; the blocks' CTEs differ
+    np.testing.assert_allclose(t["state"].filter(pl.col("layer") == 0)["effect"].to_numpy(),
+                               t["block"].filter(pl.col("layer") == 0)["effect"].to_numpy(), atol=1e-9)
+    assert not np.allclose(w["state"]["cte"].to_numpy()[1:], w["block"]["cte"].to_numpy()[1:])

@@ -19,6 +19,25 @@ run into the target run (activation patching / causal tracing as in ROME and Tra
 "foil" f, so ``d = s(img, c) - s(img, f)``. Everything except the patched hidden state belongs to
 the target run: its token ids, attention/padding mask and readout position (EOT / CLS / mean).
 
+What is patched (``trace.unit``):
+
+* ``state`` -- the hidden state ``h_l[p]`` itself, as above (DESIGN.md's definition).
+* ``block`` (default) -- the *write* of text block ``l-1`` into the residual stream: the patched
+  state is ``h_tgt[l-1][p] + (h_src[l][p] - h_src[l-1][p])`` (:func:`block_write_states`), i.e.
+  the target's block input plus what the block wrote in the source run. Layer 0 is the embedding
+  output either way.
+
+Why two units. A hidden state carries everything the layers below wrote into it. To first order
+the single-position effects of a layer add up to the effect of patching *all* positions of that
+layer, which for captions sharing the readout context is the whole source run (``d* = d``). So
+``sum_p CTE(l, p) ~ 1`` at *every* layer and the per-layer mean over positions is about ``1/P``
+everywhere: the state unit's per-layer CTE differs between layers only by second-order terms and
+sampling noise, and min-max normalisation stretches that noise into alpha (on the demo base the
+sums were 0.63-0.67 for all four blocks). A block's write, restored at all positions at once, is
+the share of the clean difference that *this* block computes; it differs between blocks and is the
+per-layer CTE of the ``block`` unit (``whole`` in :func:`trace_pairs`). The heatmap shows the
+single-position patches of either unit.
+
 Both captions are tokenised, padded to a common length and **index-aligned**: position p of one is
 compared with position p of the other, whatever token sits there. Positions beyond the longer
 caption of a pair are padding in both and are not counted. Patching all positions at layer l
@@ -26,7 +45,8 @@ gives ``d* = d`` exactly (CTE = 1) whenever the two runs share the readout conte
 of equal token length (a test checks it for every layer and family).
 
 Aggregation. ``effect(l, p)`` = mean CTE over the examples where p is a real position (``n`` of
-them). Per example, ``r_e(l)`` = the mean of its CTE over its real positions. The per-layer
+them). Per example, ``r_e(l)`` = the mean of its CTE over its real positions (``state``) or the
+CTE of its whole-write patch (``block``, :func:`per_layer_example_cte`). The per-layer
 ``cte_l`` averages ``r_e(l)`` over the examples (``trace.example_weighting``):
 
 * ``uniform`` (default): the plain mean of the per-example ratios ``d*/d``;
@@ -124,6 +144,32 @@ def common_length(vl: VLModel, *token_sets: dict[str, Tensor]) -> int:
     return int(max(int(vl.token_lengths(t).max()) for t in token_sets))
 
 
+UNITS = ("block", "state")
+
+
+def block_write_states(src_states: list[Tensor], tgt_states: list[Tensor]) -> list[Tensor]:
+    """Source states for patching block *writes* instead of hidden states (``trace.unit: block``).
+
+    Layer 0 is the embedding output (its write is the state itself). For l >= 1 the patched state
+    is the target's input of block l-1 plus the source's write of that block,
+    ``h_tgt[l-1] + (h_src[l] - h_src[l-1])``: the block's contribution to the residual stream is
+    restored, everything it reads stays the target's. Patching it at all positions asks "how much
+    of the clean difference does block l-1 write?"; unlike a hidden state (which also carries
+    everything earlier layers wrote), this differs from block to block.
+    """
+    return [src_states[0]] + [tgt_states[i - 1] + (src_states[i] - src_states[i - 1])
+                              for i in range(1, len(src_states))]
+
+
+def position_masks(T: int, unit: str, device=None) -> Tensor:
+    """Patches traced per layer: the ``T`` single positions; in ``block`` mode one more row that
+    patches all positions at once (the per-layer CTE of that unit, :func:`per_layer_from_grid`)."""
+    eye = single_position_masks(T, device=device)
+    if unit == "state":
+        return eye
+    return torch.cat([eye, torch.ones(1, T, dtype=torch.bool, device=device)])
+
+
 # ----------------------------------------------------------------------------- batched
 @torch.no_grad()
 def patched_scores(
@@ -133,12 +179,16 @@ def patched_scores(
     img_emb: Tensor,
     mask: Tensor | None = None,
     layers: list[int] | None = None,
+    unit: str = "state",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Scores of all patched runs, batched over examples, patches and reusing the clean cache.
 
     src_tokens, tgt_tokens: tokenised captions ``[E, T_ctx]`` (any padding; trimmed here to the
     common real length P). img_emb: ``[E, D]`` L2-normalised image embeddings.
     mask: ``[K, P]`` bool patches (default: the P single positions). layers: default 0..L.
+
+    unit: what is patched at layer l -- ``state`` (the hidden state) or ``block`` (the write of
+    text block l-1, :func:`block_write_states`).
 
     Returns ``(scores [E, n_layers, K], s_source [E], s_target [E])`` with
     ``scores[e, i, k] = s(img_e, target_e with layer layers[i] patched by mask[k] from source_e)``.
@@ -154,6 +204,10 @@ def patched_scores(
     src_states, src_ctx = vl.text_states(src)
     tgt_states, tgt_ctx = vl.text_states(tgt)
     s_src = (vl.text_readout(src_states[-1], src_ctx) * img_emb).sum(-1)
+    if unit == "block":
+        src_states = block_write_states(src_states, tgt_states)
+    elif unit != "state":
+        raise ValueError(f"trace unit must be one of {UNITS}, got {unit!r}")
     s_tgt = (vl.text_readout(tgt_states[-1], tgt_ctx) * img_emb).sum(-1)
     E, K = img_emb.shape[0], mask.shape[0]
     n_real = torch.maximum(vl.token_lengths(src), vl.token_lengths(tgt))
@@ -205,11 +259,16 @@ def patched_scores_naive(
     img_emb: Tensor,
     mask: Tensor | None = None,
     layers: list[int] | None = None,
+    unit: str = "state",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Reference implementation of :func:`patched_scores`: one full forward of the library's own
     ``encode_text`` (full context, batch 1) per (example, layer, patch), with forward hooks on the
-    text blocks recording the source states and overwriting the target's. Same signature/result.
+    text blocks recording the clean source and target states and overwriting the target's
+    (``unit: block``: with the target's block input plus the source's block write). Same
+    signature/result.
     """
+    if unit not in UNITS:
+        raise ValueError(f"trace unit must be one of {UNITS}, got {unit!r}")
     P = common_length(vl, src_tokens, tgt_tokens)
     if mask is None:
         mask = single_position_masks(P, device=img_emb.device)
@@ -222,18 +281,28 @@ def patched_scores_naive(
     for e in range(E):
         src = {k: v[e:e + 1] for k, v in src_tokens.items()}
         tgt = {k: v[e:e + 1] for k, v in tgt_tokens.items()}
-        cache: dict[int, Tensor] = {}
-        handles = []
-        for layer in layers:
-            def record(h, layer=layer):
-                cache[layer] = h.detach().clone()
-                return h
+        caches: dict[str, dict[int, Tensor]] = {"src": {}, "tgt": {}}
+        all_layers = list(range(L + 1))
+        for run, toks in (("src", src), ("tgt", tgt)):
+            handles = []
+            for layer in all_layers:
+                def record(h, layer=layer, run=run):
+                    caches[run][layer] = h.detach().clone()
+                    return h
 
-            handles.append(_layer_hooks(vl, layer, record))
-        s_src[e] = (vl.encode_text(src)[0] * img_emb[e]).sum()
-        for hd in handles:
-            hd.remove()
-        s_tgt[e] = (vl.encode_text(tgt)[0] * img_emb[e]).sum()
+                handles.append(_layer_hooks(vl, layer, record))
+            score = (vl.encode_text(toks)[0] * img_emb[e]).sum()
+            for hd in handles:
+                hd.remove()
+            if run == "src":
+                s_src[e] = score
+            else:
+                s_tgt[e] = score
+        if unit == "block":
+            cache = {l: caches["src"][l] if l == 0 else
+                     caches["tgt"][l - 1] + (caches["src"][l] - caches["src"][l - 1]) for l in all_layers}
+        else:
+            cache = caches["src"]
         for i, layer in enumerate(layers):
             for k in range(K):
                 pos = mask[k].nonzero().flatten()
@@ -326,14 +395,26 @@ def alpha_stability(per_layer: np.ndarray, boots: np.ndarray, layers: list[int])
             "bottom_block_agreement": float(np.mean(sub.argmin(1) == full.argmin()))}
 
 
+def per_layer_example_cte(res: dict) -> np.ndarray:
+    """``[E, n_layers]`` per-example layer CTE ``r_e(l)`` of a :func:`trace_pairs` result:
+    ``unit: state`` -- the mean over the example's real positions of the single-position CTEs;
+    ``unit: block`` -- the CTE of restoring the block's whole write (all positions at once)."""
+    if res.get("unit", "state") == "block":
+        return res["whole"]
+    return per_example_layer_cte(res["cte"], res["valid"])
+
+
 def aggregate(cte: np.ndarray, valid: np.ndarray, layers: list[int], d: np.ndarray | None = None,
-              weighting: str = "uniform", n_boot: int = 0, seed: int = 0
+              weighting: str = "uniform", n_boot: int = 0, seed: int = 0,
+              per_example: np.ndarray | None = None,
               ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float | None]]:
     """Pure aggregation of per-example CTE grids.
 
     cte: ``[E, n_layers, P]`` float; valid: ``[E, P]`` bool (real positions of each example);
     d: ``[E]`` clean differences (needed by ``weighting="abs_d"``); n_boot/seed: bootstrap of
-    the per-layer interval (0 = no interval, NaN bounds).
+    the per-layer interval (0 = no interval, NaN bounds); per_example: ``[E, n_layers]``
+    ``r_e(l)`` to aggregate (default: the mean of ``cte`` over each example's real positions;
+    ``trace.unit: block`` passes the whole-write CTEs, :func:`per_layer_example_cte`).
     Returns the ``cte.parquet`` table (layer, position, effect, n), ``layer_weights``
     (layer, cte, cte_lo, cte_hi, alpha) and :func:`alpha_stability` of the bootstrap -- see the
     module docstring for the definitions.
@@ -350,7 +431,8 @@ def aggregate(cte: np.ndarray, valid: np.ndarray, layers: list[int], d: np.ndarr
             rows["effect"].append(float(cte[valid[:, p], i, p].mean()))
             rows["n"].append(int(n[p]))
     table = pl.DataFrame(rows, schema={"layer": pl.Int16, "position": pl.Int16, "effect": pl.Float64, "n": pl.Int64})
-    per_example = per_example_layer_cte(cte, valid)
+    if per_example is None:
+        per_example = per_example_layer_cte(cte, valid)
     per_layer = layer_cte(per_example, d, weighting)
     boots = bootstrap_layer_cte(per_example, d, weighting, n_boot, seed)
     if boots.shape[0]:
@@ -373,18 +455,23 @@ def trace_pairs(
     min_abs_d: float,
     batch_size: int,
     naive: bool = False,
+    unit: str = "state",
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Trace a list of pairs. images: ``[E, C, H, W]`` preprocessed; sources/targets: captions.
 
-    Returns dict with ``cte`` [E_kept, L+1, P_max] (NaN beyond an example's positions), ``valid``
-    [E_kept, P_max], ``d`` [E] (all pairs), ``kept`` indices, ``n_skipped_small_d``, ``layers``.
+    Returns dict with ``cte`` [E_kept, L+1, P_max] (single-position patches; 0 beyond an example's
+    positions), ``valid`` [E_kept, P_max], ``d`` [E] (all pairs), ``kept`` indices,
+    ``n_skipped_small_d``, ``layers``, ``unit`` and ``whole`` [E_kept, L+1]: the CTE of patching
+    all positions of the layer at once (``unit: block`` only, else None).
     """
+    if unit not in UNITS:
+        raise ValueError(f"trace unit must be one of {UNITS}, got {unit!r}")
     L = vl.n_text_layers
     layers = list(range(L + 1))
     E = len(sources)
     fn = patched_scores_naive if naive else patched_scores
-    grids, valids, ds, kept = [], [], [], []
+    grids, valids, ds, kept, wholes = [], [], [], [], []
     skipped = 0
     for b0 in range(0, E, batch_size):
         b1 = min(E, b0 + batch_size)
@@ -392,8 +479,11 @@ def trace_pairs(
             img = vl.encode_image(images[b0:b1].to(vl.device))  # once per example
         src = vl.tokenize(sources[b0:b1])
         tgt = vl.tokenize(targets[b0:b1])
-        scores, s_src, s_tgt = fn(vl, src, tgt, img)
+        P = common_length(vl, src, tgt)
+        scores, s_src, s_tgt = fn(vl, src, tgt, img, mask=position_masks(P, unit, device=img.device), unit=unit)
         cte, d = cte_from_scores(scores.cpu(), s_src.cpu(), s_tgt.cpu())
+        whole = cte[:, :, P] if unit == "block" else None
+        cte = cte[:, :, :P]
         n_real = torch.maximum(vl.token_lengths(src), vl.token_lengths(tgt)).cpu()
         for j in range(b1 - b0):
             ds.append(float(d[j]))
@@ -402,6 +492,8 @@ def trace_pairs(
                 continue
             kept.append(b0 + j)
             grids.append(cte[j].double().numpy())
+            if whole is not None:
+                wholes.append(whole[j].double().numpy())
             valids.append(np.arange(cte.shape[-1]) < int(n_real[j]))
         if log:
             log(f"traced {b1}/{E} pairs ({skipped} skipped, |d| < {min_abs_d})")
@@ -412,5 +504,6 @@ def trace_pairs(
         grid[i, :, : g.shape[-1]] = g
         valid[i, : v.shape[0]] = v
     grid = np.where(valid[:, None, :], grid, 0.0)
+    whole = (np.stack(wholes) if wholes else np.empty((0, L + 1))) if unit == "block" else None
     return {"cte": grid, "valid": valid, "d": np.array(ds), "kept": kept, "n_skipped_small_d": skipped,
-            "layers": layers}
+            "layers": layers, "unit": unit, "whole": whole}

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
 
     from nast.models import load_model
     from nast.models.data import load_image
-    from nast.trace.cte import aggregate, trace_pairs
+    from nast.trace.cte import aggregate, per_layer_example_cte, trace_pairs
     from nast.trace.plots import heatmap, layer_bars
 
     tp = params["trace"]
@@ -121,23 +121,26 @@ def run(args: argparse.Namespace, params: dict) -> int:
     sources, targets = (aff, neg) if tp["direction"] == "caption" else (neg, aff)
     log.info("trace: %d pairs, direction=%s, family=%s, %d text layers", sel.height, tp["direction"],
              vl.family, vl.n_text_layers)
+    unit = tp.get("unit", "state")
     res = trace_pairs(vl, imgs, sources, targets, min_abs_d=float(tp["min_abs_d"]),
-                      batch_size=int(tp["batch_size"]), naive=args.naive, log=log.info)
+                      batch_size=int(tp["batch_size"]), naive=args.naive, unit=unit, log=log.info)
     d_kept = res["d"][res["kept"]]
     table, weights, stability = aggregate(res["cte"], res["valid"], res["layers"], d=d_kept,
                                           weighting=tp["example_weighting"], n_boot=int(tp["bootstrap"]),
-                                          seed=int(tp["seed"]))
+                                          seed=int(tp["seed"]), per_example=per_layer_example_cte(res))
     write_parquet(table, out / "cte.parquet")
     write_text(weights.write_csv(float_precision=8), out / "layer_weights.csv")
     write_parquet(quarantine.sort("key"), out / "quarantine.parquet")
-    title = f"{vl.family}: direction={tp['direction']}, n={len(res['kept'])}"
-    heatmap(table, out / "heatmap.png", title=f"CTE d*/d ({title})")
-    layer_bars(weights, out / "layers.png", title=f"per-layer CTE ({title})")
+    title = f"{vl.family}: unit={unit}, direction={tp['direction']}, n={len(res['kept'])}"
+    heatmap(table, out / "heatmap.png", title=f"CTE d*/d, one position patched ({title})")
+    layer_bars(weights, out / "layers.png",
+               title=f"per-layer CTE{' (whole block write)' if unit == 'block' else ''} ({title})")
     d = res["d"]
     summary = {
         "n_examples": len(res["kept"]),
         "n_skipped_small_d": int(res["n_skipped_small_d"]),
         "direction": tp["direction"],
+        "unit": unit,
         "n_pairs_sampled": int(sel.height),
         "n_pairs_available": int(pairs_ok.height),
         "n_quarantined": int(quarantine.height),
