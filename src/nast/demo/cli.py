@@ -1,8 +1,8 @@
 """``nast demo-data``: write the synthetic demo dataset (MIMIC-CXR-JPG 2.0.0 layout).
 
 Size, shape and seed come from the ``demo:`` section of params.yaml (n_subjects,
-studies_per_subject, image_size, lateral_fraction, twins, seed); the patient-level split uses
-``data.split_fractions``. An existing demo tree at ``--out`` is replaced; any other non-empty
+studies_per_subject, image_size, lateral_fraction, twins, split_fractions, seed); the
+patient-level split (``demo.split_fractions``) is written as the official split file. An existing demo tree at ``--out`` is replaced; any other non-empty
 folder is refused. Same params -> byte-identical files.
 """
 
@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Write the synthetic demo dataset in the MIMIC-CXR-JPG 2.0.0 layout: the chexpert/metadata/split "
         ".csv.gz tables, files/pXX/pSUBJECT/sSTUDY/DICOM.jpg phantoms and sSTUDY.txt reports, plus "
         "demo-annotations.csv.gz (finding boxes) and twins/ (counterfactual images, one finding removed). "
-        "Size and seed come from the demo: section of --params; the patient-level split fractions from "
-        "data.split_fractions. Same params, byte-identical files."
+        "Size, patient-level split fractions and seed come from the demo: section of --params. "
+        "Same params, byte-identical files."
     )
     parser.add_argument("--out", required=True, help="output dataset root, e.g. data/raw/demo (an earlier demo tree there is replaced)")
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     lo, hi = p["studies_per_subject"]
     if hi < lo:
         raise StageError(f"{args.params}: demo.studies_per_subject: max {hi} < min {lo}")
-    fr = params.get("data", {}).get("split_fractions", {"train": 0.7, "validate": 0.1, "test": 0.2})
+    fr = p["split_fractions"]
     summary = generate_demo(
         args.out,
         n_subjects=p["n_subjects"],
