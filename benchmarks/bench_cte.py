@@ -12,6 +12,10 @@ test configs for open_clip_hf / hf_clip). Usage::
     python benchmarks/bench_cte.py                      # demo architecture, 8 pairs, 2 threads
     python benchmarks/bench_cte.py --model params --params params.yaml
     python benchmarks/bench_cte.py --family hf_clip --examples 4
+    python benchmarks/bench_cte.py --unit state          # hidden-state patches (default: block writes)
+
+``--unit`` is ``trace.unit``: ``block`` traces the single positions plus the whole block write per
+layer (the patches ``nast trace`` runs by default), ``state`` the single positions only.
 """
 
 from __future__ import annotations
@@ -66,11 +70,12 @@ def main(argv=None) -> int:
     ap.add_argument("--examples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu | cuda (timings synchronise the GPU)")
+    ap.add_argument("--unit", default="block", choices=["block", "state"], help="trace.unit (default block)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from nast.trace.cte import common_length, patched_scores, patched_scores_naive
+    from nast.trace.cte import common_length, patched_scores, patched_scores_naive, position_masks
 
     vl = build_model(args)
     pairs = (PAIRS * (1 + args.examples // len(PAIRS)))[: args.examples]
@@ -80,17 +85,19 @@ def main(argv=None) -> int:
         img = vl.encode_image(torch.randn(len(pairs), vl.channels, vl.image_size, vl.image_size, device=vl.device))
     P = common_length(vl, src, tgt)
     L = vl.n_text_layers
-    print(f"model: {vl}  examples={len(pairs)}  positions={P}  layers={L + 1}  threads={args.threads}  device={vl.device}")
-    print(f"patched runs: {len(pairs) * (L + 1) * P}")
+    mask = position_masks(P, args.unit, device=vl.device)
+    print(f"model: {vl}  examples={len(pairs)}  positions={P}  layers={L + 1}  unit={args.unit}  "
+          f"threads={args.threads}  device={vl.device}")
+    print(f"patched runs: {len(pairs) * (L + 1) * mask.shape[0]}")
 
-    patched_scores(vl, src, tgt, img)  # warm-up (allocator, lazy init)
+    patched_scores(vl, src, tgt, img, mask=mask, unit=args.unit)  # warm-up (allocator, lazy init)
     _sync(vl)
     t0 = time.perf_counter()
-    fast = patched_scores(vl, src, tgt, img)
+    fast = patched_scores(vl, src, tgt, img, mask=mask, unit=args.unit)
     _sync(vl)
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
-    slow = patched_scores_naive(vl, src, tgt, img)
+    slow = patched_scores_naive(vl, src, tgt, img, mask=mask, unit=args.unit)
     _sync(vl)
     t_slow = time.perf_counter() - t0
     diff = max(float((a.cpu() - b.cpu()).abs().max()) for a, b in zip(fast, slow))

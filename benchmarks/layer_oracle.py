@@ -32,14 +32,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
+from pipeline_runs import add_artifact_arguments, prepare_work, train_and_evaluate
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -78,10 +77,7 @@ def main() -> int:
     ap.add_argument("--work", default="reports/layer_oracle", help="scratch folder (params, models, logs)")
     ap.add_argument("--jobs", type=int, default=2, help="train processes at once")
     ap.add_argument("--evaluate", action="store_true", help="also run nast evaluate (test split) on every run")
-    ap.add_argument("--cohort", default="data/interim/cohort.parquet")
-    ap.add_argument("--benchmark", default="data/processed/benchmark.parquet")
-    ap.add_argument("--contextual", default="data/processed/contextual.parquet")
-    ap.add_argument("--layer-weights", default="reports/cte/layer_weights.csv")
+    add_artifact_arguments(ap)
     args = ap.parse_args()
 
     from nast.config import load_params
@@ -90,13 +86,12 @@ def main() -> int:
     from nast.train.trainer import layer_scales, normalize_scales, read_layer_weights
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(Path(args.params).read_text())
     params = load_params(args.params)
+    # the single-block runs do not depend on the layer weights (only the CTE column does)
+    prepare_work(work, [params["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual])
     lw = read_layer_weights(args.layer_weights)
     lw_rows = list(csv.DictReader(open(args.layer_weights)))
-    env = {**os.environ, "NAST_TRACKING": "0"}
-    data = ["--cohort", args.cohort, "--benchmark", args.benchmark, "--contextual", args.contextual]
 
     import polars as pl
     import torch
@@ -117,19 +112,11 @@ def main() -> int:
         (work / f"block{b}_weights.csv").write_text(one_hot_weights(lw_rows, b))
 
     def one(block: int, seed: int) -> dict:
-        pfile = work / f"params_seed{seed}.yaml"
         model = work / "models" / f"block{block}-seed{seed}"
         out = work / "eval" / f"block{block}-seed{seed}.json"
-        log_path = work / f"block{block}-seed{seed}.log"
-        with open(log_path, "a") as log:
-            if not (model / "curve.csv").is_file():
-                subprocess.run(["nast", "train", "--params", str(pfile), "--method", "topk_layers", *data,
-                                "--layer-weights", str(work / f"block{block}_weights.csv"), "--out", str(model)],
-                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-            if args.evaluate and not out.is_file():
-                subprocess.run(["nast", "evaluate", "--params", str(pfile), "--method", "topk_layers",
-                                "--model-dir", str(model), *data, "--out", str(out)],
-                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        train_and_evaluate(args, work / f"params_seed{seed}.yaml", "topk_layers", model,
+                           out if args.evaluate else None, work / f"block{block}-seed{seed}.log",
+                           layer_weights=work / f"block{block}_weights.csv")
         blocks = json.loads((model / "adapter_config.json").read_text())["blocks"]
         if blocks != [block]:
             raise SystemExit(f"{model}: trained blocks {blocks}, expected [{block}]")

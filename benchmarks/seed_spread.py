@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
+from pipeline_runs import add_artifact_arguments, prepare_work, train_and_evaluate
 
 
 def main() -> int:
@@ -35,31 +34,20 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=["nast", "lora_uniform"])
     ap.add_argument("--work", default="reports/seed_spread", help="scratch folder (params, models, eval JSON)")
     ap.add_argument("--jobs", type=int, default=2, help="train/evaluate processes at once")
-    ap.add_argument("--cohort", default="data/interim/cohort.parquet")
-    ap.add_argument("--benchmark", default="data/processed/benchmark.parquet")
-    ap.add_argument("--contextual", default="data/processed/contextual.parquet")
-    ap.add_argument("--layer-weights", default="reports/cte/layer_weights.csv")
+    add_artifact_arguments(ap)
     args = ap.parse_args()
 
     from nast.evaluate.metrics import compare_hits
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(Path(args.params).read_text())
-    env = {**os.environ, "NAST_TRACKING": "0"}
-    data = ["--cohort", args.cohort, "--benchmark", args.benchmark, "--contextual", args.contextual]
+    prepare_work(work, [base["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual,
+                        args.layer_weights])
 
     def one(method: str, seed: int) -> dict:
-        pfile = work / f"params_seed{seed}.yaml"
         model, out = work / "models" / f"{method}-seed{seed}", work / "eval" / f"{method}-seed{seed}.json"
-        if not out.is_file():
-            with open(work / f"{method}-seed{seed}.log", "w") as log:
-                subprocess.run(["nast", "train", "--params", str(pfile), "--method", method, *data,
-                                "--layer-weights", args.layer_weights, "--out", str(model)],
-                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-                subprocess.run(["nast", "evaluate", "--params", str(pfile), "--method", method, "--model-dir",
-                                str(model), *data, "--out", str(out)],
-                               check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        train_and_evaluate(args, work / f"params_seed{seed}.yaml", method, model, out,
+                           work / f"{method}-seed{seed}.log")
         return json.loads(out.read_text())
 
     for seed in args.seeds:  # one params file per seed, written before the workers start

@@ -93,6 +93,9 @@ def summary_table(evals: list[dict[str, Any]]) -> pl.DataFrame:
         row["gap_closed"] = (1 - row["mcq_gap"] / zs_gap) if zs_gap > 0 else float("nan")
         row["claim_acc"] = _f(e["claim_acc"])
         row["claim_pair_acc"] = _f(e.get("claim_pair_acc"))
+        row["claim_acc_image_shuffled"] = _f(e.get("claim_acc_image_shuffled"))
+        shuffled = e.get("claim_acc_by_foil_type_image_shuffled") or {}
+        row["claim_polarity_image_shuffled"] = _f(shuffled.get("polarity"))
         ret = e.get("retrieval", {})
         for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
             row[k] = _f(ret.get(k))
@@ -286,8 +289,10 @@ def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Pat
     files["summary.md"] = io.write_text(
         "# NAST comparison (test split)\n\n" + to_markdown(summary.select(
             "method", "mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "mcq_gap_lo", "mcq_gap_hi",
-            "gap_closed", "claim_acc", "retrieval_r5", "auroc_mean", "n_mcq"))
-        + "\nMCQ gap = affirmative - negated accuracy (95% bootstrap CI lo/hi); gap_closed relative to zero_shot.\n"
+            "gap_closed", "claim_acc", "claim_acc_image_shuffled", "retrieval_r5", "auroc_mean", "n_mcq"))
+        + "\nMCQ gap = affirmative - negated accuracy (95% bootstrap CI lo/hi); gap_closed relative to zero_shot."
+          " claim_acc_image_shuffled = claim accuracy with every claim scored against another patient's image"
+          " (what the caption text alone decides; claim_acc far above it is image-conditioned).\n"
         + "\n## Paired differences (same test questions)\n\n" + to_markdown(paired)
         + "\nnegated_diff = negated accuracy of the method - that of the reference; gap_diff = gap of the method"
           " - gap of the reference (negative = smaller gap); paired bootstrap 95% CI over the questions. A CI that"

@@ -62,6 +62,9 @@ def test_eval_json_schema_and_ranges(pipeline):
     # only 2 test studies: R@5 is trivially 1, R@1 in {0, .5, 1}
     assert res["retrieval"]["i2t_r5"] == 1.0 and res["retrieval"]["i2t_r1"] in (0.0, 0.5, 1.0)
     assert set(res["claim_acc_by_foil_type"]) == {"polarity", "severity", "laterality"}
+    # the text-only control: claims scored against another subject's image
+    assert 0.0 <= res["claim_acc_image_shuffled"] <= 1.0
+    assert set(res["claim_acc_by_foil_type_image_shuffled"]) <= set(res["claim_acc_by_foil_type"])
     # test images d6 (Edema pos) and d7 (Edema uncertain): Edema has one class only -> no AUROC
     assert "Edema" not in res["auroc"]
     assert set(res["mcq_by_n_negated"]) <= {"0", "1", "2", "3"}

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import polars as pl
 import pytest
 
 from nast.evaluate import metrics as M
@@ -106,3 +107,17 @@ def test_report_pairs_only_the_same_questions(caplog):
     row = table.filter((table["method"] == "nast") & (table["reference"] == "lora_uniform")).row(0, named=True)
     assert row["negated_diff"] == pytest.approx(0.25) and row["gap_diff"] == pytest.approx(0.0 - 0.0)
     assert "other_set has no per-question hits" in caplog.text
+
+
+def test_other_subject_images_never_maps_to_the_same_patient():
+    from nast.evaluate.scoring import other_subject_images
+
+    df = pl.DataFrame({"subject_id": [1, 1, 2, 3, 3, 3, 4], "image_path": ["a1", "a2", "b1", "c1", "c2", "c3", "d1"]})
+    df = pl.concat([df, df])  # several claims per image
+    subject = dict(zip(df["image_path"], df["subject_id"]))
+    m = other_subject_images(df, seed=0)
+    assert set(m) == set(subject)  # every image is replaced
+    assert all(subject[src] != subject[dst] for src, dst in m.items())
+    assert m == other_subject_images(df, seed=0)  # seeded
+    assert any(other_subject_images(df, seed=s) != m for s in range(1, 6))
+    assert other_subject_images(df.filter(pl.col("subject_id") == 3), seed=0) == {}

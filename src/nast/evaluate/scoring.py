@@ -64,8 +64,39 @@ def mcq_hits(vl, bench: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return neg, aff
 
 
-def claim_metrics(vl, contextual: pl.DataFrame, split: str) -> dict:
+def other_subject_images(df: pl.DataFrame, seed: int) -> dict[str, str]:
+    """image_path -> the image of ANOTHER subject (seeded): subjects in a random cycle, each
+    image of subject j mapped to an image of the next subject (its k-th, cycling). With one
+    subject there is no other image and the mapping is empty."""
+    per_subject: dict[int, list[str]] = {}
+    for subj, path in df.select("subject_id", "image_path").unique().sort("subject_id", "image_path").iter_rows():
+        per_subject.setdefault(int(subj), []).append(path)
+    subjects = sorted(per_subject)
+    if len(subjects) < 2:
+        return {}
+    order = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    out = {}
+    for j, subj in enumerate(order):
+        nxt = per_subject[order[(j + 1) % len(order)]]
+        for k, path in enumerate(per_subject[subj]):
+            out[path] = nxt[k % len(nxt)]
+    return out
+
+
+def claim_metrics(vl, contextual: pl.DataFrame, split: str, shuffle_seed: int | None = None) -> dict:
+    """Claim metrics of ``split``. With ``shuffle_seed`` each claim is scored against another
+    subject's image (:func:`other_subject_images`), the text-only control: what the captions alone
+    decide (a trained model that wins there learned a text prior, e.g. "the negated caption is
+    usually the true one", not image-conditioned polarity). Keys get the suffix
+    ``_image_shuffled`` then."""
     df = contextual.filter(pl.col("split") == split)
+    if shuffle_seed is not None:
+        mapping = other_subject_images(df, shuffle_seed)
+        if not mapping:
+            return {"claim_acc_image_shuffled": float("nan"), "claim_acc_by_foil_type_image_shuffled": {}}
+        got = claim_metrics(vl, df.with_columns(pl.col("image_path").replace_strict(mapping)), split)
+        return {"claim_acc_image_shuffled": got["claim_acc"],
+                "claim_acc_by_foil_type_image_shuffled": got["claim_acc_by_foil_type"]}
     if df.height == 0:
         return M.claim_accuracy([], [], [], [])
     txt = text_embeddings(vl, df["caption"].to_list() + df["foil"].to_list())

@@ -94,6 +94,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
              out["mcq_affirmative_acc"])
 
     out.update(S.claim_metrics(vl, contextual, "test"))
+    out.update(S.claim_metrics(vl, contextual, "test", shuffle_seed=seed))
 
     pairs = retrieval_pairs(cohort)
     if pairs.height:
@@ -198,6 +199,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     flat.update({f"retrieval_{k}": v for k, v in result["retrieval"].items()})
     flat.update({f"claim_acc_{k}": v for k, v in result["claim_acc_by_foil_type"].items()})
+    flat.update({f"claim_acc_{k}_image_shuffled": v
+                 for k, v in result["claim_acc_by_foil_type_image_shuffled"].items()})
     flat.update({f"auroc_{k.replace(' ', '_')}": v for k, v in result["auroc"].items()})
     tracking.log_method(params, args.method, stage="evaluate",
                         inputs=[args.cohort, args.benchmark, args.contextual],
