@@ -29,12 +29,50 @@ def caption_groups(contextual: pl.DataFrame, split: str, source: str = "contextu
     """One row per (image, true caption): dicom_id, image_path, caption, foils list, foil_types list."""
     require_columns(contextual, CONTEXTUAL_COLUMNS, source)
     df = contextual.filter(pl.col("split") == split).sort(["dicom_id", "caption", "foil_type", "foil"])
+    aggs = [pl.col("foil"), pl.col("foil_type")]
+    if "finding" in df.columns:
+        aggs.append(pl.col("finding").first())
     return (
         df.group_by(["dicom_id", "image_path", "caption"], maintain_order=True)
-        .agg(pl.col("foil"), pl.col("foil_type"))
+        .agg(*aggs)
         .rename({"foil": "foils", "foil_type": "foil_types"})
         .sort(["dicom_id", "caption"])
     )
+
+
+def claim_polarity_labels(groups: pl.DataFrame, cohort: pl.DataFrame, source: str = "cohort.parquet"
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the image direction of the claim loss: ``(finding_idx [G], image_labels [G, F])``.
+
+    Per caption group: the index of its finding
+    among the cohort's finding columns, and the label vector (1 / 0, or -1 for uncertain and not
+    mentioned) of the group's image. ``opposite(i, j)`` in a batch is then
+    ``image_labels[j, finding_idx[i]] == 1 - image_labels[i, finding_idx[i]]`` with both in {0, 1}.
+    Groups whose finding is not a cohort column get index -1 (never contradicted).
+    """
+    require_columns(groups, ("image_path", "finding"), "caption groups")
+    require_columns(cohort, ("image_path",), source)
+    findings = sorted({f for f in groups["finding"].to_list() if f is not None and f in cohort.columns})
+    idx = {f: i for i, f in enumerate(findings)}
+    rows = cohort.select("image_path", *findings).unique("image_path", keep="first")
+    by_path = {r[0]: r[1:] for r in rows.iter_rows()}
+    missing = sorted({p for p in groups["image_path"].to_list() if p not in by_path})
+    if missing:
+        raise StageError(f"{source}: no labels for {len(missing)} training image(s), e.g. {missing[0]}")
+    lab = torch.tensor([[(-1 if v is None or v not in (0, 1) else int(v)) for v in by_path[p]] or [-1]
+                        for p in groups["image_path"].to_list()], dtype=torch.long)
+    fidx = torch.tensor([idx.get(f, -1) for f in groups["finding"].to_list()], dtype=torch.long)
+    return fidx, lab
+
+
+def opposite_mask(finding_idx: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
+    """[B,B] bool from a batch's ``finding_idx [B]`` and ``image_labels [B, F]``: image j's label
+    of caption i's finding is the opposite (0 vs 1) of image i's."""
+    f = finding_idx.clamp(min=0)
+    own = image_labels.gather(1, f[:, None]).squeeze(1)  # [B] label of finding_i in image i
+    other = image_labels[:, f].T  # [B(i), B(j)] label of finding_i in image j
+    known = (finding_idx >= 0) & (own >= 0)
+    return known[:, None] & (other >= 0) & (other == 1 - own[:, None])
 
 
 def benchmark_split(benchmark: pl.DataFrame, split: str, source: str = "benchmark.parquet") -> pl.DataFrame:

@@ -9,6 +9,11 @@
 * :func:`claim_loss` - the claim-caption loss: for each image, cross-entropy of its true caption
   against its minimal-edit foils (``[s(caption), s(foil_1..F)]``, target 0); padded foil slots are
   masked; rows without foils are left out of the mean.
+* :func:`claim_image_loss` - the image direction of the claim loss (``train.lambda_image``): each
+  true claim caption against the batch images whose cohort label of the claim's finding is the
+  opposite one (cross-entropy over {own image} + those images, target = own image). The text is
+  the same in every logit of a row, so a text-only preference ("the negated caption is usually
+  true", "a severity word marks the true one") cannot lower this loss; only the image can.
 """
 
 from __future__ import annotations
@@ -64,3 +69,18 @@ def claim_loss(img: torch.Tensor, cap: torch.Tensor, foils: torch.Tensor, foil_m
         return img.new_zeros(())
     target = torch.zeros(int(has.sum()), dtype=torch.long, device=img.device)
     return F.cross_entropy(logits[has], target)
+
+
+def claim_image_loss(cap: torch.Tensor, img: torch.Tensor, opposite: torch.Tensor,
+                     scale: torch.Tensor | float) -> torch.Tensor:
+    """cap [B,D] true claim captions, img [B,D] their images; opposite [B,B] bool: image j
+    contradicts caption i (its label of caption i's finding is the other of positive/negative).
+    Rows without any contradicting image are left out of the mean (0 when none has one)."""
+    b = len(cap)
+    keep = opposite & ~torch.eye(b, dtype=torch.bool, device=cap.device)
+    has = keep.any(dim=1)
+    if not bool(has.any()):
+        return cap.new_zeros(())
+    logits = (scale * cap @ img.T).masked_fill(~(keep | torch.eye(b, dtype=torch.bool, device=cap.device)), NEG_INF)
+    target = torch.arange(b, device=cap.device)
+    return F.cross_entropy(logits[has], target[has])

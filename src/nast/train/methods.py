@@ -14,6 +14,8 @@ topk_layers     yes      LoRA on the top-k CTE blocks    0       CLIP + λ claim
 =============== ======== =============================== ======= ============ ===================
 
 β = 0 gives α_l^0 = 1 for every layer (including α_l = 0), i.e. exactly uniform LoRA.
+``train.lambda_image`` (default 0) adds the image direction of the claim loss
+(:func:`nast.train.losses.claim_image_loss`) to every method that trains the claim loss.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class MethodSpec:
     hard_negative: bool = False
     topk: int | None = None
     lambda_claim: float = 1.0
+    lambda_image: float = 0.0  # image direction of the claim loss (train.lambda_image)
     lr: float = 5e-4
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,27 +52,30 @@ def resolve_method(method: str, params: dict[str, Any], beta: str | float | None
         raise StageError(f"params.yaml / --method: unknown method {method!r} (choose from {', '.join(METHODS)})")
     tp = params["train"]
     lam = float(tp["lambda_claim"])
+    lam_img = float(tp.get("lambda_image", 0.0))
     lr = float(tp["lr"])
     if beta is not None and method != "nast":
         raise StageError(f"--beta applies to --method nast only (got --method {method})")
     if method == "zero_shot":
         return MethodSpec(name=method, base=method, train=False, lora=False, lambda_claim=0.0, lr=0.0)
     if method == "lora_uniform":
-        return MethodSpec(name=method, base=method, beta=0.0, lambda_claim=lam, lr=lr)
+        return MethodSpec(name=method, base=method, beta=0.0, lambda_claim=lam, lambda_image=lam_img, lr=lr)
     if method == "nast":
         if beta is None:
-            return MethodSpec(name="nast", base=method, beta=float(params["nast"]["beta"]), lambda_claim=lam, lr=lr)
+            return MethodSpec(name="nast", base=method, beta=float(params["nast"]["beta"]), lambda_claim=lam,
+                              lambda_image=lam_img, lr=lr)
         try:
             b = float(beta)
         except ValueError:
             raise StageError(f"--beta: not a number: {beta!r}") from None
         if b < 0:
             raise StageError(f"--beta: must be >= 0, got {beta}")
-        return MethodSpec(name=f"nast-beta{beta}", base=method, beta=b, lambda_claim=lam, lr=lr)
+        return MethodSpec(name=f"nast-beta{beta}", base=method, beta=b, lambda_claim=lam, lambda_image=lam_img, lr=lr)
     if method == "full_ft":
         return MethodSpec(name=method, base=method, lora=False, full_ft=True, lambda_claim=lam,
-                          lr=float(tp["full_ft_lr"]))
+                          lambda_image=lam_img, lr=float(tp["full_ft_lr"]))
     if method == "hard_negative":
         return MethodSpec(name=method, base=method, hard_negative=True, lambda_claim=0.0, lr=lr)
     # topk_layers
-    return MethodSpec(name=method, base=method, topk=int(tp["topk_layers"]), lambda_claim=lam, lr=lr)
+    return MethodSpec(name=method, base=method, topk=int(tp["topk_layers"]), lambda_claim=lam, lambda_image=lam_img,
+                      lr=lr)

@@ -125,11 +125,20 @@ def run(args: argparse.Namespace, params: dict) -> int:
                              "(train.clip_caption: report needs the cohort the contextual table was built from)")
         return ReportCaptions(vl, [by_path[p][0] for p in paths], [by_path[p][1] for p in paths], "report")
 
+    claim_labels = None
+    if spec.lambda_image > 0:
+        from nast.train.data import claim_polarity_labels
+
+        if cohort is None:
+            cohort = pl.read_parquet(args.cohort)
+        claim_labels = claim_polarity_labels(groups, cohort, source=args.cohort)
+
     curve, finished = trainer.train(
         vl, spec, groups, tp, scales, scale_mode, out,
         validate=lambda: validation_metrics(vl, benchmark, contextual, "validate"),
         stop_after_epoch=stop, fingerprint=fingerprint,
         report_captions=report_captions if clip_caption == "report" else None,
+        claim_labels=claim_labels,
     )
     if not finished:
         return 3

@@ -52,7 +52,7 @@ from torch import nn
 
 from nast.errors import StageError
 from nast.train import losses
-from nast.train.data import load_images, not_negative_mask, tokens_on_device
+from nast.train.data import load_images, not_negative_mask, opposite_mask, tokens_on_device
 from nast.train.methods import MethodSpec
 
 log = logging.getLogger(__name__)
@@ -252,12 +252,15 @@ def _scale(vl) -> torch.Tensor:
 
 
 def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: torch.Tensor,
-              clip_texts: list[str] | None = None) -> dict[str, torch.Tensor]:
+              clip_texts: list[str] | None = None,
+              claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Loss of one batch (rows of the caption-group table; img = their image embeddings).
 
     ``clip_texts`` (one per row): the caption the CLIP loss pairs with each image (the study's
     report caption, ``train.clip_caption: report``); None pairs the image with its claim caption.
-    The claim loss always scores the claim caption against its foils.
+    The claim loss always scores the claim caption against its foils. ``claim_labels``
+    (:func:`nast.train.data.claim_polarity_labels` of all groups) enables the image direction
+    of the claim loss, weighted by ``spec.lambda_image``.
     """
     sub = [groups.row(r, named=True) for r in rows]
     captions = [r["caption"] for r in sub]
@@ -291,7 +294,16 @@ def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: 
         claim = losses.claim_loss(img, cap, foils, mask.to(img.device), scale)
     else:
         claim = cap.new_zeros(())
-    return {"loss": clip + spec.lambda_claim * claim, "clip_loss": clip, "claim_loss": claim}
+    loss = clip + spec.lambda_claim * claim
+    out = {"clip_loss": clip, "claim_loss": claim}
+    if spec.lambda_image > 0 and claim_labels is not None:
+        fidx, labels = claim_labels
+        r = torch.tensor(rows)
+        opposite = opposite_mask(fidx[r], labels[r]).to(img.device)
+        image_term = losses.claim_image_loss(cap, img, opposite, scale)
+        loss = loss + spec.lambda_image * image_term
+        out["claim_image_loss"] = image_term
+    return {"loss": loss, **out}
 
 
 def _latest_checkpoint(state_dir: Path) -> Path | None:
@@ -318,6 +330,7 @@ def train(
     stop_after_epoch: int | None = None,
     fingerprint: str = "",
     report_captions: Callable[[list[str]], Any] | None = None,
+    claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[list[dict[str, float]], bool]:
     """Run (or resume) training. Returns (curve rows, finished). Writes OUT/state/ checkpoints.
 
@@ -394,6 +407,8 @@ def train(
         gen = torch.Generator().manual_seed(seed * 100003 + epoch)
         perm = torch.randperm(n, generator=gen).tolist()
         sums = {"loss": 0.0, "clip_loss": 0.0, "claim_loss": 0.0}
+        if spec.lambda_image > 0 and claim_labels is not None:
+            sums["claim_image_loss"] = 0.0
         steps = 0
         epoch_caps = reports.captions(np.random.default_rng([seed, epoch])) if reports is not None else None
         for b in range(0, n, bs):
@@ -405,7 +420,7 @@ def train(
             else:
                 img = img_all[row_img[rows]]
             texts = [epoch_caps[i] for i in row_img[rows].tolist()] if epoch_caps is not None else None
-            out = step_loss(vl, spec, groups, rows, img, texts)
+            out = step_loss(vl, spec, groups, rows, img, texts, claim_labels)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if scale_mode == "grad":
