@@ -42,31 +42,18 @@ from pipeline_runs import add_artifact_arguments, prepare_work, train_and_evalua
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties); nan for fewer than 2 points."""
-    def ranks(v):
-        v = np.asarray(v, dtype=float)
-        order = v.argsort(kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for val in np.unique(v):  # ties -> mean rank
-            m = v == val
-            r[m] = r[m].mean()
-        return r
+    """Spearman's rank correlation (polars; average ranks for ties, nan when a side is constant)."""
+    import polars as pl
 
-    if len(x) < 2:
-        return float("nan")
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(pl.DataFrame({"x": x, "y": y}).select(pl.corr("x", "y", method="spearman")).item())
 
 
-def one_hot_weights(lw_rows: list[dict], block: int) -> str:
+def one_hot_weights(layers: list[int], block: int) -> str:
     """layer_weights.csv text whose CTE ranks layer ``block + 1`` (text block ``block``) first."""
     lines = ["layer,cte,alpha"]
-    for r in lw_rows:
-        hit = int(r["layer"]) == block + 1
-        lines.append(f"{int(r['layer'])},{1.0 if hit else 0.0},{1.0 if hit else 0.0}")
+    for layer in layers:
+        hit = float(layer == block + 1)
+        lines.append(f"{layer},{hit},{hit}")
     return "\n".join(lines) + "\n"
 
 
@@ -89,9 +76,8 @@ def main() -> int:
     base = yaml.safe_load(Path(args.params).read_text())
     params = load_params(args.params)
     # the single-block runs do not depend on the layer weights (only the CTE column does)
-    prepare_work(work, [params["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual])
+    prepare_work(work, [args.params, params["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual])
     lw = read_layer_weights(args.layer_weights)
-    lw_rows = list(csv.DictReader(open(args.layer_weights)))
 
     import polars as pl
     import torch
@@ -103,13 +89,13 @@ def main() -> int:
     del vl
     nast_factors = normalize_scales(layer_scales(lw, n_blocks, float(params["nast"]["beta"])),
                                     str(params["nast"]["normalize"]))
-    cte_by_block = {int(r["layer"]) - 1: float(r["cte"]) for r in lw_rows if 1 <= int(r["layer"]) <= n_blocks}
+    cte_by_block = {layer - 1: cte for layer, cte in zip(lw["layer"], lw["cte"]) if 1 <= layer <= n_blocks}
 
     for seed in args.seeds:
         (work / f"params_seed{seed}.yaml").write_text(yaml.safe_dump(
             {**base, "train": {**base["train"], "seed": seed, "topk_layers": 1}}))
     for b in range(n_blocks):
-        (work / f"block{b}_weights.csv").write_text(one_hot_weights(lw_rows, b))
+        (work / f"block{b}_weights.csv").write_text(one_hot_weights(lw["layer"].to_list(), b))
 
     def one(block: int, seed: int) -> dict:
         model = work / "models" / f"block{block}-seed{seed}"

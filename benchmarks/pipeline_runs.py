@@ -38,8 +38,8 @@ def train_and_evaluate(args: argparse.Namespace, params_file: Path, method: str,
 
 def prepare_work(work: Path, inputs: list[str | Path]) -> None:
     """Create ``work`` and tie it to the contents of ``inputs`` (the runs in it are reused on a
-    rerun): a folder left by runs on other inputs (another base model, data or layer weights) is
-    refused with a clear message instead of silently mixing old and new results."""
+    rerun): a folder left by runs on other inputs (another params file, base model, data or layer
+    weights) is refused with a clear message instead of silently mixing old and new results."""
     from nast.tracking import data_hash
 
     work.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def main() -> int:
 
     work = Path(args.work)
     base = yaml.safe_load(Path(args.params).read_text())
-    prepare_work(work, [base["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual,
+    prepare_work(work, [args.params, base["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual,
                         args.layer_weights])
 
     def one(method: str, seed: int) -> dict:

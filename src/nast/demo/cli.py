@@ -2,8 +2,9 @@
 
 Size, shape and seed come from the ``demo:`` section of params.yaml (n_subjects,
 studies_per_subject, image_size, lateral_fraction, twins, split_fractions, seed); the
-patient-level split (``demo.split_fractions``) is written as the official split file. An existing demo tree at ``--out`` is replaced; any other non-empty
-folder is refused. Same params -> byte-identical files.
+patient-level split (``demo.split_fractions``) is written as the official split file. An
+existing demo tree at ``--out`` is replaced; any other non-empty folder is refused. Same
+params -> byte-identical files.
 """
 
 from __future__ import annotations

@@ -84,27 +84,38 @@ def other_subject_images(df: pl.DataFrame, seed: int) -> dict[str, str]:
 
 
 def claim_metrics(vl, contextual: pl.DataFrame, split: str, shuffle_seed: int | None = None) -> dict:
-    """Claim metrics of ``split``. With ``shuffle_seed`` each claim is scored against another
-    subject's image (:func:`other_subject_images`), the text-only control: what the captions alone
-    decide (a trained model that wins there learned a text prior, e.g. "the negated caption is
-    usually the true one", not image-conditioned polarity). Keys get the suffix
-    ``_image_shuffled`` then."""
+    """Claim metrics of ``split``. With ``shuffle_seed`` also the text-only control: each claim
+    scored against another subject's image (:func:`other_subject_images`), i.e. what the captions
+    alone decide (a trained model that wins there learned a text prior, e.g. "the negated caption
+    is usually the true one", not image-conditioned polarity), under the keys
+    ``claim_acc_image_shuffled`` and ``claim_acc_by_foil_type_image_shuffled``. Texts and images
+    are embedded once for both."""
     df = contextual.filter(pl.col("split") == split)
-    if shuffle_seed is not None:
-        mapping = other_subject_images(df, shuffle_seed)
-        if not mapping:
-            return {"claim_acc_image_shuffled": float("nan"), "claim_acc_by_foil_type_image_shuffled": {}}
-        got = claim_metrics(vl, df.with_columns(pl.col("image_path").replace_strict(mapping)), split)
-        return {"claim_acc_image_shuffled": got["claim_acc"],
-                "claim_acc_by_foil_type_image_shuffled": got["claim_acc_by_foil_type"]}
     if df.height == 0:
-        return M.claim_accuracy([], [], [], [])
-    txt = text_embeddings(vl, df["caption"].to_list() + df["foil"].to_list())
-    img = image_embeddings(vl, df["image_path"].to_list())
-    cap = [float(img[p] @ txt[c]) for p, c in zip(df["image_path"], df["caption"])]
-    foil = [float(img[p] @ txt[f]) for p, f in zip(df["image_path"], df["foil"])]
-    group = [f"{d}\x00{c}" for d, c in zip(df["dicom_id"], df["caption"])]
-    return M.claim_accuracy(cap, foil, group, df["foil_type"].to_list())
+        out = M.claim_accuracy([], [], [], [])
+        mapping = {}
+    else:
+        txt = text_embeddings(vl, df["caption"].to_list() + df["foil"].to_list())
+        img = image_embeddings(vl, df["image_path"].to_list())
+        group = [f"{d}\x00{c}" for d, c in zip(df["dicom_id"], df["caption"])]
+        types = df["foil_type"].to_list()
+
+        def score(image_of) -> dict:
+            paths = [image_of(p) for p in df["image_path"]]
+            cap = [float(img[p] @ txt[c]) for p, c in zip(paths, df["caption"])]
+            foil = [float(img[p] @ txt[f]) for p, f in zip(paths, df["foil"])]
+            return M.claim_accuracy(cap, foil, group, types)
+
+        out = score(lambda p: p)
+        mapping = other_subject_images(df, shuffle_seed) if shuffle_seed is not None else {}
+    if shuffle_seed is not None:
+        if mapping:
+            shuffled = score(mapping.__getitem__)
+            out.update(claim_acc_image_shuffled=shuffled["claim_acc"],
+                       claim_acc_by_foil_type_image_shuffled=shuffled["claim_acc_by_foil_type"])
+        else:
+            out.update(claim_acc_image_shuffled=float("nan"), claim_acc_by_foil_type_image_shuffled={})
+    return out
 
 
 def validation_metrics(vl, benchmark: pl.DataFrame, contextual: pl.DataFrame, split: str = "validate") -> dict:

@@ -93,7 +93,6 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     log.info("MCQ: %d test questions, negated %.3f, affirmative %.3f", len(neg), out["mcq_negated_acc"],
              out["mcq_affirmative_acc"])
 
-    out.update(S.claim_metrics(vl, contextual, "test"))
     out.update(S.claim_metrics(vl, contextual, "test", shuffle_seed=seed))
 
     pairs = retrieval_pairs(cohort)

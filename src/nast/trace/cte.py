@@ -33,7 +33,7 @@ layer, which for captions sharing the readout context is the whole source run (`
 ``sum_p CTE(l, p) ~ 1`` at *every* layer and the per-layer mean over positions is about ``1/P``
 everywhere: the state unit's per-layer CTE differs between layers only by second-order terms and
 sampling noise, and min-max normalisation stretches that noise into alpha (on the demo base the
-sums were 0.63-0.67 for all four blocks). A block's write, restored at all positions at once, is
+sums were 0.74, 0.69, 0.64, 0.62 for the four blocks, ``benchmarks/cte_stability.py``). A block's write, restored at all positions at once, is
 the share of the clean difference that *this* block computes; it differs between blocks and is the
 per-layer CTE of the ``block`` unit (``whole`` in :func:`trace_pairs`). The heatmap shows the
 single-position patches of either unit.
@@ -163,7 +163,7 @@ def block_write_states(src_states: list[Tensor], tgt_states: list[Tensor]) -> li
 
 def position_masks(T: int, unit: str, device=None) -> Tensor:
     """Patches traced per layer: the ``T`` single positions; in ``block`` mode one more row that
-    patches all positions at once (the per-layer CTE of that unit, :func:`per_layer_from_grid`)."""
+    patches all positions at once (the per-layer CTE of that unit, :func:`per_layer_example_cte`)."""
     eye = single_position_masks(T, device=device)
     if unit == "state":
         return eye
@@ -298,11 +298,10 @@ def patched_scores_naive(
                 s_src[e] = score
             else:
                 s_tgt[e] = score
+        cache = caches["src"]
         if unit == "block":
-            cache = {l: caches["src"][l] if l == 0 else
-                     caches["tgt"][l - 1] + (caches["src"][l] - caches["src"][l - 1]) for l in all_layers}
-        else:
-            cache = caches["src"]
+            cache = dict(enumerate(block_write_states([caches["src"][l] for l in all_layers],
+                                                      [caches["tgt"][l] for l in all_layers])))
         for i, layer in enumerate(layers):
             for k in range(K):
                 pos = mask[k].nonzero().flatten()
