@@ -5,10 +5,13 @@ caption's minimal-edit foils (with their foil types), taken from ``contextual.pa
 (one row per (caption, foil)). Only the requested split is used (the trainer uses ``train``;
 per-epoch validation uses ``validate``). Groups are sorted by (dicom_id, caption) so the same
 tables always give the same order; shuffling is done by the trainer with a seeded generator.
+:func:`composite_groups` adds training groups whose caption joins several of an image's claims
+("right pleural effusion, without pneumothorax or edema") and whose foils flip one of them.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +20,8 @@ from PIL import Image
 
 from nast.errors import StageError
 from nast.io import require_columns
+from nast.text.contextual import PHRASES
+from nast.text.templates import join_list, surface_forms
 
 CONTEXTUAL_COLUMNS = ("dicom_id", "image_path", "split", "caption", "foil", "foil_type")
 BENCHMARK_COLUMNS = ("dicom_id", "image_path", "split", "correct", "conditions",
@@ -38,6 +43,107 @@ def caption_groups(contextual: pl.DataFrame, split: str, source: str = "contextu
         .rename({"foil": "foils", "foil_type": "foil_types"})
         .sort(["dicom_id", "caption"])
     )
+
+
+#: Negation cues of composite claim captions: the forward ConText cues of the report reader's
+#: lexicon (``nast/text/data/modifiers.csv``, :data:`nast.text.polarity.NEGATION_CUES`) that state
+#: an absence (not "resolution of" / "removal of": those say it was there before), so the encoder
+#: learns negation in the forms the pipeline reads it in. A test keeps the two lists in step.
+COMPOSITE_CUES: tuple[str, ...] = ("no", "no evidence of", "without", "negative for", "free of", "absence of")
+#: How a composite claim caption joins its parts: ``{P}`` = the present parts joined with "and",
+#: ``{N}`` = the absent parts joined with "or", ``{c}`` = the negation cue (one per caption and foils).
+COMPOSITE_PATTERNS: dict[str, tuple[str, ...]] = {
+    "mixed": ("{P}, {c} {N}", "{P}; {c} {N}", "{P}. {c} {N}", "{c} {N}. {P}"),
+    "absent": ("{c} {N}",),
+    "present": ("{P}",),
+}
+
+
+def render_composite(nouns: list[str], present: list[bool], pattern: dict[str, str]) -> str:
+    """One composite caption: ``nouns`` = one noun phrase per claim, in order; ``present`` = which
+    of them are asserted (the others go under the negation cue); ``pattern`` = the chosen skeleton
+    per case and the cue (key ``cue``, default "no")."""
+    pos = [n for n, on in zip(nouns, present) if on]
+    neg = [n for n, on in zip(nouns, present) if not on]
+    case = "mixed" if pos and neg else "present" if pos else "absent"
+    return pattern[case].format(P=join_list(pos, "and"), N=join_list(neg, "or"), c=pattern.get("cue", "no"))
+
+
+def claim_parts(groups: pl.DataFrame) -> pl.DataFrame:
+    """Per single-claim caption group with a "no X" / "X" polarity pair: dicom_id, image_path,
+    finding, ``present`` (the true caption asserts the finding) and ``noun`` (X: the negated form
+    without its leading "no ", so a present part carries no severity word - the polarity foils of
+    the contextual stage drop it, and a severity word would tell the true caption from its foils
+    by the text alone)."""
+    rows = []
+    for r in groups.iter_rows(named=True):
+        pol = [f for f, t in zip(r["foils"], r["foil_types"]) if t == "polarity"]
+        if not pol:
+            continue
+        cap, foil = r["caption"], pol[0]
+        present = not cap.startswith("no ")
+        negated, asserted = (foil, cap) if present else (cap, foil)
+        if not negated.startswith("no ") or asserted.startswith("no "):
+            continue  # not a "no X" / "X" pair: no composite part
+        rows.append((r["dicom_id"], r["image_path"], r.get("finding"), present, negated[3:]))
+    return pl.DataFrame(rows, schema={"dicom_id": pl.String, "image_path": pl.String, "finding": pl.String,
+                                      "present": pl.Boolean, "noun": pl.String}, orient="row")
+
+
+def _reword(noun: str, finding: str, rng: random.Random) -> str:
+    """The claim's noun with its finding named by one phrasing of the clinical phrase table
+    (``nast/text/data/phrases.csv``, the vocabulary the reports use: "pleural scarring" for
+    "pleural thickening", "widened mediastinum" for "enlarged cardiomediastinum"); the
+    laterality and zone words stay. A noun without the contextual stage's phrase is kept."""
+    canonical = PHRASES.get(finding)
+    if canonical is None or canonical not in noun:
+        return noun
+    forms = tuple(dict.fromkeys((canonical, *surface_forms().get(finding, ()))))
+    return noun.replace(canonical, rng.choice(forms), 1)
+
+
+def composite_groups(groups: pl.DataFrame, per_image: int, max_parts: int, seed: int) -> pl.DataFrame:
+    """Composite claim groups (``train.composite_claims``) from an image's single claims.
+
+    A radiograph is described by several findings at once, each present or absent ("moderate
+    right pleural effusion, no pneumothorax or lung lesion"); single claims never make the text
+    encoder keep apart *which* finding a negation scopes over. Per image, ``per_image`` times: draw
+    ``min(max_parts, available)`` (at least 2) of its claims with distinct findings, join their
+    nouns (each finding named by one phrasing of the phrase table, :func:`_reword`) by their truth
+    (:data:`COMPOSITE_PATTERNS`: present ones bare, absent ones under one negation cue of
+    :data:`COMPOSITE_CUES`), and take as foils the
+    same caption with **one** part's polarity flipped (one foil per part, ``foil_type`` polarity),
+    i.e. minimal edits that contradict exactly one claim of the report. Seeded per (seed, image,
+    draw), so the same tables and seed give the same groups. Columns as :func:`caption_groups`
+    (``finding`` is null: a composite has several)."""
+    schema = {"dicom_id": pl.String, "image_path": pl.String, "caption": pl.String,
+              "foils": pl.List(pl.String), "foil_types": pl.List(pl.String), "finding": pl.String}
+    parts = claim_parts(groups) if per_image > 0 else claim_parts(groups.clear())
+    out = []
+    for (dicom_id, image_path), sub in parts.group_by(["dicom_id", "image_path"], maintain_order=True):
+        by_finding: dict[str, tuple[bool, str]] = {}
+        for f, present, noun in sub.select("finding", "present", "noun").iter_rows():
+            by_finding.setdefault(f if f is not None else noun, (present, noun))
+        keys = sorted(by_finding)
+        if len(keys) < 2:
+            continue
+        seen: set[str] = set()
+        for draw in range(per_image):
+            rng = random.Random(f"{seed}:{dicom_id}:{draw}")
+            chosen = rng.sample(keys, min(max_parts, len(keys)))
+            pattern = {case: rng.choice(opts) for case, opts in COMPOSITE_PATTERNS.items()}
+            pattern["cue"] = rng.choice(COMPOSITE_CUES)
+            facts = [by_finding[k] for k in chosen]
+            forms = [_reword(noun, k, rng) for k, (_, noun) in zip(chosen, facts)]
+            truth = [present for present, _ in facts]
+            caption = render_composite(forms, truth, pattern)
+            if caption in seen:
+                continue
+            seen.add(caption)
+            foils = [render_composite(forms, [t if j != i else not t for j, t in enumerate(truth)], pattern)
+                     for i in range(len(truth))]
+            out.append((dicom_id, image_path, caption, foils, ["polarity"] * len(foils), None))
+    return pl.DataFrame(out, schema=schema, orient="row").sort(["dicom_id", "caption"])
 
 
 def claim_polarity_labels(groups: pl.DataFrame, cohort: pl.DataFrame, source: str = "cohort.parquet"

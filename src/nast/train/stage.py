@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.evaluate.scoring import validation_metrics
     from nast.models import load_model
     from nast.train import trainer
-    from nast.train.data import benchmark_split, caption_groups
+    from nast.train.data import benchmark_split, caption_groups, composite_groups
 
     spec = resolve_method(args.method, params, args.beta)
     out = Path(args.out)
@@ -88,6 +88,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
     contextual = pl.read_parquet(args.contextual)
     benchmark = pl.read_parquet(args.benchmark)
     groups = caption_groups(contextual, "train", source=args.contextual)
+    n_single = groups.height
+    if int(tp.get("composite_claims", 0)) > 0:
+        extra = composite_groups(groups, int(tp["composite_claims"]), int(tp.get("composite_parts", 3)), seed)
+        groups = pl.concat([groups, extra], how="diagonal").sort(["dicom_id", "caption"])
     benchmark_split(benchmark, "validate", source=args.benchmark)  # structural check only
     lw = trainer.read_layer_weights(args.layer_weights) if args.layer_weights else None
     needs_lw = (spec.beta != 0) or spec.topk is not None
@@ -103,8 +107,9 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if spec.beta != 0:
         scales = trainer.normalize_scales(scales, str(params["nast"].get("normalize", "none")))
     scale_mode = params["nast"].get("scale", "grad")
-    log.info("%s: %d caption groups (train), %d trainable tensors, adapters on %d modules, layer scales %s",
-             spec.name, groups.height, sum(1 for p in vl.model.parameters() if p.requires_grad),
+    log.info("%s: %d caption groups (train; %d single claims + %d composite), %d trainable tensors, "
+             "adapters on %d modules, layer scales %s",
+             spec.name, groups.height, n_single, groups.height - n_single, sum(1 for p in vl.model.parameters() if p.requires_grad),
              len(info["targets"]), ", ".join(f"{s:.3g}" for s in scales))
 
     fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],

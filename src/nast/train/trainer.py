@@ -27,7 +27,10 @@ Method
    ``pretrain-base`` with ``caption: report``) or the claim caption itself (``claim``). Report
    captions keep the adapted encoder aligned with whole reports (retrieval) and carry the
    report's own negated sentences in context; claim captions alone drew the demo's retrieval
-   R@5 from 0.36 to 0.12-0.24 and did not move the negated-MCQ accuracy.
+   R@5 from 0.36 to 0.12-0.24 and did not move the negated-MCQ accuracy. The claim captions are
+   the single claims of ``contextual.parquet`` plus, with ``train.composite_claims`` > 0,
+   composite claims built from them (:func:`nast.train.data.composite_groups`: several findings,
+   present and absent, in one caption, against foils that flip one of them).
 4. **Determinism and resume.** Seeds from ``train.seed``; epoch ``e`` is shuffled with its own
    generator seeded by ``(seed, e)``. After every epoch ``OUT/state/epoch_NNN.pt`` holds the
    trainable weights, the optimizer state, the torch RNG states, the epoch and the curve so far
