@@ -33,10 +33,10 @@ layer, which for captions sharing the readout context is the whole source run (`
 ``sum_p CTE(l, p) ~ 1`` at *every* layer and the per-layer mean over positions is about ``1/P``
 everywhere: the state unit's per-layer CTE differs between layers only by second-order terms and
 sampling noise, and min-max normalisation stretches that noise into alpha (on the demo base the
-sums were 0.74, 0.69, 0.64, 0.62 for the four blocks, ``benchmarks/cte_stability.py``). A block's write, restored at all positions at once, is
-the share of the clean difference that *this* block computes; it differs between blocks and is the
-per-layer CTE of the ``block`` unit (``whole`` in :func:`trace_pairs`). The heatmap shows the
-single-position patches of either unit.
+sums were 0.74, 0.69, 0.64, 0.62 for the four blocks, ``benchmarks/cte_stability.py``). A block's
+write, restored at all positions at once, is the share of the clean difference that *this* block
+computes; it differs between blocks and is the per-layer CTE of the ``block`` unit (``whole`` in
+:func:`trace_pairs`). The heatmap shows the single-position patches of either unit.
 
 Both captions are tokenised, padded to a common length and **index-aligned**: position p of one is
 compared with position p of the other, whatever token sits there. Positions beyond the longer

@@ -118,9 +118,10 @@ def composite_groups(groups: pl.DataFrame, per_image: int, max_parts: int, seed:
     (``finding`` is null: a composite has several)."""
     schema = {"dicom_id": pl.String, "image_path": pl.String, "caption": pl.String,
               "foils": pl.List(pl.String), "foil_types": pl.List(pl.String), "finding": pl.String}
-    parts = claim_parts(groups) if per_image > 0 else claim_parts(groups.clear())
+    if per_image <= 0:
+        return pl.DataFrame(schema=schema)
     out = []
-    for (dicom_id, image_path), sub in parts.group_by(["dicom_id", "image_path"], maintain_order=True):
+    for (dicom_id, image_path), sub in claim_parts(groups).group_by(["dicom_id", "image_path"], maintain_order=True):
         by_finding: dict[str, tuple[bool, str]] = {}
         for f, present, noun in sub.select("finding", "present", "noun").iter_rows():
             by_finding.setdefault(f if f is not None else noun, (present, noun))

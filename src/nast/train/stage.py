@@ -109,8 +109,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     scale_mode = params["nast"].get("scale", "grad")
     log.info("%s: %d caption groups (train; %d single claims + %d composite), %d trainable tensors, "
              "adapters on %d modules, layer scales %s",
-             spec.name, groups.height, n_single, groups.height - n_single, sum(1 for p in vl.model.parameters() if p.requires_grad),
-             len(info["targets"]), ", ".join(f"{s:.3g}" for s in scales))
+             spec.name, groups.height, n_single, groups.height - n_single,
+             sum(1 for p in vl.model.parameters() if p.requires_grad), len(info["targets"]), ", ".join(f"{s:.3g}" for s in scales))
 
     fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],
                                         "scales": scales, "scale_mode": scale_mode,
