@@ -5,13 +5,17 @@ else from ``--params``) through the ``nast train`` / ``nast evaluate`` commands,
 layer weights the pipeline already built (run ``make demo`` first), in ``--work`` (MLflow off).
 Prints one line per (method, seed), then per method the mean and standard deviation over seeds
 of the negated accuracy, the affirmative accuracy and the gap, and per seed the paired
-difference of the first two methods on the same questions. Ends with the line
+difference of the first two methods on the same questions. Besides the trainer's methods,
+``--methods`` takes ``nast-reversed``: nast with the CTE's layer weights reversed over the text
+blocks (:func:`nast.train.trainer.reversed_layer_weights`; the same learning-rate budget on the
+opposite layers), the control for whether the CTE's choice of layers matters. Ends with the line
 
     <m1>_minus_<m2> negated_diff mean=<..> sd=<..> over <n> seeds; gap_diff mean=<..> sd=<..>
 
 Usage::
 
     python benchmarks/seed_spread.py --seeds 0 1 2 3 --methods nast lora_uniform
+    python benchmarks/seed_spread.py --seeds 0 1 2 3 4 --methods nast nast-reversed --work reports/seed_spread_rev
 """
 
 from __future__ import annotations
@@ -44,10 +48,22 @@ def main() -> int:
     prepare_work(work, [args.params, base["model"]["checkpoint"], args.cohort, args.benchmark, args.contextual,
                         args.layer_weights])
 
+    controls = {}  # pseudo-method -> (trainer method, layer weights file)
+    if "nast-reversed" in args.methods:
+        import polars as pl
+
+        from nast.train.trainer import read_layer_weights, reversed_layer_weights
+
+        rev = work / "layer_weights_reversed.csv"
+        rev.write_text(reversed_layer_weights(read_layer_weights(args.layer_weights)).write_csv(float_precision=8))
+        controls["nast-reversed"] = ("nast", rev)
+        print(f"nast-reversed: alpha by block {pl.read_csv(rev).filter(pl.col('layer') >= 1)['alpha'].to_list()}")
+
     def one(method: str, seed: int) -> dict:
         model, out = work / "models" / f"{method}-seed{seed}", work / "eval" / f"{method}-seed{seed}.json"
-        train_and_evaluate(args, work / f"params_seed{seed}.yaml", method, model, out,
-                           work / f"{method}-seed{seed}.log")
+        trainer_method, lw = controls.get(method, (method, None))
+        train_and_evaluate(args, work / f"params_seed{seed}.yaml", trainer_method, model, out,
+                           work / f"{method}-seed{seed}.log", layer_weights=lw)
         return json.loads(out.read_text())
 
     for seed in args.seeds:  # one params file per seed, written before the workers start

@@ -2,8 +2,10 @@
 
 Layout
     * one **experiment** per dataset: ``<tracking.experiment_prefix>-<data.source>``;
-    * one **pipeline run** (parent) per (git commit, params hash): found again by its tag
-      ``nast.pipeline_key`` so separate CLI processes (train, evaluate, report) nest under it;
+    * one **pipeline run** (parent) per (git commit, uncommitted changes, params hash): found again
+      by its tag ``nast.pipeline_key`` so separate CLI processes (train, evaluate, report) nest
+      under it; runs from a tree with uncommitted changes get their own parent, tagged
+      ``nast.git_dirty`` with a digest of the diff (``false`` when clean);
     * one **method run** per method (``nast.method`` tag, ``mlflow.parentRunId`` = the pipeline run):
       ``nast train`` logs params + per-epoch metrics + adapter files into it, ``nast evaluate`` the
       final metrics + the eval JSON; ``nast report`` logs tables/plots/CTE heatmap to the parent.
@@ -93,20 +95,48 @@ def data_hash(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()[:16]
 
 
+#: tracked files that the pipeline itself rewrites (``dvc repro`` writes ``dvc.lock``, ``dvc add``
+#: the ``.dvc`` files): a change there is not a change of the code that produced the numbers.
+GIT_STATE_EXCLUDE = (":(exclude)dvc.lock", ":(exclude,glob)**/*.dvc")
+
+
+def _git(args: list[str], where) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, timeout=30)
+    except Exception:  # noqa: BLE001 - no git is fine
+        return None
+
+
+def git_state(cwd: str | Path | None = None) -> tuple[str, str]:
+    """(HEAD, dirty digest) of the working directory's repository, else of the repository holding
+    this package; ``("unknown", "")`` without git. The digest is ``""`` for a clean tree and
+    otherwise the first 8 hex digits of the sha256 of ``git diff HEAD`` over the tracked files
+    (without ``dvc.lock`` and ``*.dvc``), so runs made from uncommitted code are told apart from
+    the commit's own runs and from each other."""
+    for where in ([cwd] if cwd else [None, Path(__file__).resolve().parent]):
+        head = _git(["rev-parse", "HEAD"], where)
+        if head is None or head.returncode != 0 or not head.stdout.strip():
+            continue
+        diff = _git(["diff", "HEAD", "--no-ext-diff", "--binary", "--", ".", *GIT_STATE_EXCLUDE], where)
+        dirty = hashlib.sha256(diff.stdout).hexdigest()[:8] if diff is not None and diff.stdout.strip() else ""
+        return head.stdout.decode().strip(), dirty
+    return "unknown", ""
+
+
 def git_commit(cwd: str | Path | None = None) -> str:
     """HEAD of the working directory's repository, else of the repository holding this package."""
-    for where in ([cwd] if cwd else [None, Path(__file__).resolve().parent]):
-        try:
-            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        except Exception:  # noqa: BLE001 - no git is fine
-            continue
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    return "unknown"
+    return git_state(cwd)[0]
 
 
 def pipeline_key(params: Mapping[str, Any]) -> str:
-    return f"{git_commit()[:12]}-{params_hash(params)}"
+    """``<commit[:12]>[-dirty<digest>]-<params hash>``: one pipeline run per code state and params."""
+    commit, dirty = git_state()
+    return f"{commit[:12]}{'-dirty' + dirty if dirty else ''}-{params_hash(params)}"
+
+
+def _git_params() -> dict[str, str]:
+    commit, dirty = git_state()
+    return {"git_commit": commit, "git_dirty": dirty or "false"}
 
 
 def _artifact_location(uri: str, name: str) -> str | None:
@@ -146,9 +176,9 @@ def _parent_run(client, exp_id: str, params: Mapping[str, Any]):
     run = client.create_run(
         exp_id,
         run_name=f"pipeline-{key}",
-        tags={"nast.pipeline_key": key, "nast.role": "pipeline", "nast.git_commit": git_commit()},
+        tags={"nast.pipeline_key": key, "nast.role": "pipeline", **{f"nast.{k}": v for k, v in _git_params().items()}},
     )
-    _log_params(client, run.info.run_id, {"git_commit": git_commit(), "params_hash": params_hash(params)})
+    _log_params(client, run.info.run_id, {**_git_params(), "params_hash": params_hash(params)})
     return run
 
 
@@ -209,7 +239,7 @@ def log_method(
         from mlflow.entities import Metric
 
         flat = flatten({k: params[k] for k in RUN_SECTIONS if k in params})
-        flat.update({"git_commit": git_commit(), "method": method, f"data_hash.{stage}": data_hash(inputs)})
+        flat.update({**_git_params(), "method": method, f"data_hash.{stage}": data_hash(inputs)})
         run_id = method_run_id(params, method, flat)
         client = _client(params)
         now = int(time.time() * 1000)

@@ -90,3 +90,43 @@ def test_round_trip(store, tmp_path):
     assert tracking.log_pipeline_artifacts(PARAMS, [table], {"best": 0.75}) == parent_id
     assert client.get_run(parent_id).data.metrics["best"] == 0.75
     json.dumps(run.data.params)  # plain strings
+
+
+def _commit_all(repo, msg="c"):
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", msg], cwd=repo,
+                   check=True, capture_output=True)
+
+
+def test_uncommitted_code_gets_its_own_pipeline_run(store, tmp_path):
+    """A run from a tree with uncommitted changes is not filed under the commit's clean parent."""
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "stage.py").write_text("x = 1\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    _commit_all(tmp_path)
+    clean = tracking.log_method(PARAMS, "nast", stage="train", final_metrics={"loss": 1.0})
+    client = MlflowClient(tracking_uri=store)
+    clean_parent = client.get_run(client.get_run(clean).data.tags["mlflow.parentRunId"])
+    assert clean_parent.data.tags["nast.git_dirty"] == "false"
+    assert client.get_run(clean).data.params["git_dirty"] == "false"
+
+    # the pipeline rewriting dvc.lock does not make the code dirty: same parent, same run
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert tracking.git_state()[1] == ""
+    assert tracking.log_method(PARAMS, "nast", stage="evaluate", final_metrics={"acc": 0.5}) == clean
+
+    (tmp_path / "stage.py").write_text("x = 2\n")  # an uncommitted code change
+    commit, dirty = tracking.git_state()
+    assert commit == tracking.git_commit() and len(dirty) == 8
+    assert tracking.pipeline_key(PARAMS) == f"{commit[:12]}-dirty{dirty}-{tracking.params_hash(PARAMS)}"
+    changed = tracking.log_method(PARAMS, "nast", stage="train", final_metrics={"loss": 2.0})
+    parent = client.get_run(client.get_run(changed).data.tags["mlflow.parentRunId"])
+    assert changed != clean and parent.info.run_id != clean_parent.info.run_id
+    assert parent.data.tags["nast.git_dirty"] == dirty and parent.data.tags["nast.git_commit"] == commit
+    assert client.get_run(changed).data.params["git_dirty"] == dirty
+
+    (tmp_path / "stage.py").write_text("x = 3\n")  # another change: another digest, another parent
+    other = tracking.log_method(PARAMS, "nast", stage="train", final_metrics={"loss": 3.0})
+    assert tracking.git_state()[1] not in ("", dirty)
+    assert client.get_run(other).data.tags["mlflow.parentRunId"] not in (parent.info.run_id, clean_parent.info.run_id)

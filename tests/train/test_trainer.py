@@ -56,6 +56,26 @@ def test_layer_scales_from_csv(world):
         trainer.layer_scales(lw, 4, 1.0)
 
 
+def test_reversed_layer_weights_flip_the_blocks_and_keep_the_embeddings():
+    lw = pl.DataFrame({"layer": [0, 1, 2, 3, 4], "cte": [0.9, 0.74, 0.40, 0.19, 0.11],
+                       "cte_lo": [0.8, 0.7, 0.35, 0.15, 0.05], "alpha": [1.0, 1.0, 0.46, 0.12, 0.0]})
+    rev = trainer.reversed_layer_weights(lw)
+    assert rev.columns == lw.columns
+    assert rev["layer"].to_list() == [0, 1, 2, 3, 4]
+    assert rev["alpha"].to_list() == [1.0, 0.0, 0.12, 0.46, 1.0]
+    assert rev["cte_lo"].to_list() == [0.8, 0.05, 0.15, 0.35, 0.7]
+    # the same factors on the opposite blocks: NAST's mean-normalised budget is unchanged
+    fwd = trainer.normalize_scales(trainer.layer_scales(lw, 4, 1.0), "mean")
+    back = trainer.normalize_scales(trainer.layer_scales(rev, 4, 1.0), "mean")
+    assert back == fwd[::-1] and fwd != back
+    # the block with the highest CTE becomes the lowest; topk_layers would pick the other end
+    assert trainer.topk_blocks(lw, 1, 4) == [0] and trainer.topk_blocks(rev, 1, 4) == [3]
+    from nast.errors import StageError
+
+    with pytest.raises(StageError, match="no text-block rows"):
+        trainer.reversed_layer_weights(lw.filter(pl.col("layer") == 0))
+
+
 def test_gradients_scaled_per_layer(world):
     vl0, spec0, lw = _setup(world, "lora_uniform")
     g0 = _block_grads(vl0, world, spec0, [1.0] * 3)

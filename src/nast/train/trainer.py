@@ -78,6 +78,18 @@ def read_layer_weights(path: str | Path) -> pl.DataFrame:
                      pl.col("alpha").cast(pl.Float64)).sort("layer")
 
 
+def reversed_layer_weights(lw: pl.DataFrame) -> pl.DataFrame:
+    """The control allocation for "does the CTE's choice of layers matter?": every column of the
+    text blocks (layers >= 1) reversed over the blocks, so block ``i`` gets what the CTE gave block
+    ``L - 1 - i``; layer 0 (the embeddings, never trained by the LoRA methods) is kept. The same
+    multiset of factors, hence the same learning-rate budget, on the opposite layers."""
+    blocks = lw.filter(pl.col("layer") >= 1).sort("layer")
+    if blocks.height == 0:
+        raise StageError("layer weights: no text-block rows (layer >= 1) to reverse")
+    flipped = blocks.reverse().with_columns(blocks["layer"].alias("layer"))
+    return pl.concat([lw.filter(pl.col("layer") < 1), flipped.select(lw.columns)]).sort("layer")
+
+
 def layer_scales(lw: pl.DataFrame, n_layers: int, beta: float, source: str = "layer_weights.csv") -> list[float]:
     """Factor per text block ``i``: ``alpha_{i+1} ** beta`` (0 ** 0 = 1)."""
     alpha = dict(zip(lw["layer"].to_list(), lw["alpha"].to_list()))
