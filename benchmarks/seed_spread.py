@@ -50,14 +50,12 @@ def main() -> int:
 
     controls = {}  # pseudo-method -> (trainer method, layer weights file)
     if "nast-reversed" in args.methods:
-        import polars as pl
-
         from nast.train.trainer import read_layer_weights, reversed_layer_weights
 
-        rev = work / "layer_weights_reversed.csv"
-        rev.write_text(reversed_layer_weights(read_layer_weights(args.layer_weights)).write_csv(float_precision=8))
+        rev, rev_lw = work / "layer_weights_reversed.csv", reversed_layer_weights(read_layer_weights(args.layer_weights))
+        rev.write_text(rev_lw.write_csv(float_precision=8))
         controls["nast-reversed"] = ("nast", rev)
-        print(f"nast-reversed: alpha by block {pl.read_csv(rev).filter(pl.col('layer') >= 1)['alpha'].to_list()}")
+        print(f"nast-reversed: alpha by block {rev_lw.filter(rev_lw['layer'] >= 1)['alpha'].to_list()}")
 
     def one(method: str, seed: int) -> dict:
         model, out = work / "models" / f"{method}-seed{seed}", work / "eval" / f"{method}-seed{seed}.json"

@@ -97,7 +97,7 @@ def data_hash(paths: Iterable[str | Path]) -> str:
 
 #: tracked files that the pipeline itself rewrites (``dvc repro`` writes ``dvc.lock``, ``dvc add``
 #: the ``.dvc`` files): a change there is not a change of the code that produced the numbers.
-GIT_STATE_EXCLUDE = (":(exclude)dvc.lock", ":(exclude,glob)**/*.dvc")
+GIT_STATE_EXCLUDE = (":(top,exclude)dvc.lock", ":(top,exclude,glob)**/*.dvc")
 
 
 def _git(args: list[str], where) -> subprocess.CompletedProcess | None:
@@ -111,13 +111,13 @@ def git_state(cwd: str | Path | None = None) -> tuple[str, str]:
     """(HEAD, dirty digest) of the working directory's repository, else of the repository holding
     this package; ``("unknown", "")`` without git. The digest is ``""`` for a clean tree and
     otherwise the first 8 hex digits of the sha256 of ``git diff HEAD`` over the tracked files
-    (without ``dvc.lock`` and ``*.dvc``), so runs made from uncommitted code are told apart from
+    of the whole repository (without ``dvc.lock`` and ``*.dvc``), so runs made from uncommitted code are told apart from
     the commit's own runs and from each other."""
     for where in ([cwd] if cwd else [None, Path(__file__).resolve().parent]):
         head = _git(["rev-parse", "HEAD"], where)
         if head is None or head.returncode != 0 or not head.stdout.strip():
             continue
-        diff = _git(["diff", "HEAD", "--no-ext-diff", "--binary", "--", ".", *GIT_STATE_EXCLUDE], where)
+        diff = _git(["diff", "HEAD", "--no-ext-diff", "--binary", "--", ":(top)", *GIT_STATE_EXCLUDE], where)
         dirty = hashlib.sha256(diff.stdout).hexdigest()[:8] if diff is not None and diff.stdout.strip() else ""
         return head.stdout.decode().strip(), dirty
     return "unknown", ""
@@ -173,12 +173,13 @@ def _parent_run(client, exp_id: str, params: Mapping[str, Any]):
     run = _find_run(client, exp_id, {"nast.pipeline_key": key, "nast.role": "pipeline"})
     if run is not None:
         return run
+    git = _git_params()
     run = client.create_run(
         exp_id,
         run_name=f"pipeline-{key}",
-        tags={"nast.pipeline_key": key, "nast.role": "pipeline", **{f"nast.{k}": v for k, v in _git_params().items()}},
+        tags={"nast.pipeline_key": key, "nast.role": "pipeline", **{f"nast.{k}": v for k, v in git.items()}},
     )
-    _log_params(client, run.info.run_id, {**_git_params(), "params_hash": params_hash(params)})
+    _log_params(client, run.info.run_id, {**git, "params_hash": params_hash(params)})
     return run
 
 
