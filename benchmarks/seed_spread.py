@@ -52,7 +52,8 @@ def main() -> int:
     if "nast-reversed" in args.methods:
         from nast.train.trainer import read_layer_weights, reversed_layer_weights
 
-        rev, rev_lw = work / "layer_weights_reversed.csv", reversed_layer_weights(read_layer_weights(args.layer_weights))
+        rev = work / "layer_weights_reversed.csv"
+        rev_lw = reversed_layer_weights(read_layer_weights(args.layer_weights))
         rev.write_text(rev_lw.write_csv(float_precision=8))
         controls["nast-reversed"] = ("nast", rev)
         print(f"nast-reversed: alpha by block {rev_lw.filter(rev_lw['layer'] >= 1)['alpha'].to_list()}")

@@ -111,8 +111,8 @@ def git_state(cwd: str | Path | None = None) -> tuple[str, str]:
     """(HEAD, dirty digest) of the working directory's repository, else of the repository holding
     this package; ``("unknown", "")`` without git. The digest is ``""`` for a clean tree and
     otherwise the first 8 hex digits of the sha256 of ``git diff HEAD`` over the tracked files
-    of the whole repository (without ``dvc.lock`` and ``*.dvc``), so runs made from uncommitted code are told apart from
-    the commit's own runs and from each other."""
+    of the whole repository (without ``dvc.lock`` and ``*.dvc``), so runs made from uncommitted
+    code are told apart from the commit's own runs and from each other."""
     for where in ([cwd] if cwd else [None, Path(__file__).resolve().parent]):
         head = _git(["rev-parse", "HEAD"], where)
         if head is None or head.returncode != 0 or not head.stdout.strip():
