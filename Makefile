@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -c "import torch, torchvision, open_clip, peft, medspacy, great_expectations, mlflow, polars; print('environment ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	$(BIN)/python -c "import torch, torchvision, open_clip, peft, medspacy, great_expectations, mlflow, polars, captum, skimage; print('environment ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -42,6 +42,14 @@ include: "workflow/rules/pretrain_base.smk"
 include: "workflow/rules/trace.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+if GROUNDING_ON:
+
+    include: "workflow/rules/grounding_data.smk"
+    include: "workflow/rules/evaluate_grounding.smk"
+
+
 include: "workflow/rules/report.smk"
 
 

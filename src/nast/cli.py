@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("nast.trace.stage", "causal tracing effects (CTE) per text-encoder layer"),
     "train": ("nast.train.stage", "train NAST or a baseline (LoRA through PEFT, alpha_l^beta gradient scaling)"),
     "evaluate": ("nast.evaluate.stage", "evaluate a method: MCQ negated/affirmative, claims, retrieval, AUROC"),
+    "grounding-data": ("nast.grounding.grounding_data",
+                       "finding boxes -> counterfactual images (finding removed) and background controls"),
+    "evaluate-grounding": ("nast.grounding.evaluate_grounding",
+                           "score a method on counterfactual pairs: polarity, localisation, verified attribution"),
     "report": ("nast.report", "summary tables and plots over all evaluated methods"),
 }
 

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", required=True, help="plots folder, e.g. reports/plots")
     parser.add_argument("--models-dir", default="models", help="trained models (for */curve.csv; default: models)")
     parser.add_argument("--cte-dir", default="reports/cte", help="CTE outputs (heatmap logged to MLflow; default: reports/cte)")
+    parser.add_argument("--grounding-dir", default=None,
+                        help="reports/grounding (nast evaluate-grounding): grounding.csv, attribution.csv, example picture")
+    parser.add_argument("--grounding-table", default=None,
+                        help="grounding.parquet (the pairs' images, for the example picture); with --grounding-dir")
 
 
 def method_key(name: str) -> tuple:
@@ -310,6 +314,42 @@ def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Pat
     return files
 
 
+def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: Path) -> dict[str, Path]:
+    """grounding.csv/.md, attribution.csv/.md and the example picture (:mod:`nast.grounding.tables`)."""
+    from nast.grounding import tables as T
+
+    evals = T.load(grounding_dir, method_key)
+    grounding, attribution = T.grounding_table(evals), T.attribution_table(evals)
+    files: dict[str, Path] = {}
+    files["grounding.csv"] = io.write_text(grounding.write_csv(float_precision=4, null_value=""), out / "grounding.csv")
+    files["attribution.csv"] = io.write_text(attribution.write_csv(float_precision=4, null_value=""),
+                                             out / "attribution.csv")
+    files["grounding.md"] = io.write_text(
+        "# Counterfactual grounding (test split)\n\n" + to_markdown(grounding.select(
+            "method", "cf_pos_acc", "cf_pos_acc_lo", "cf_pos_acc_hi", "cf_neg_acc", "cf_neg_acc_lo", "cf_neg_acc_hi",
+            "ctrl_pos_acc", "ctrl_neg_acc", "cf_pref_acc", "cf_pref_acc_lo", "cf_pref_acc_hi", "ctrl_pref_acc",
+            "loc_iou", "pointing_game", "n_pairs", "n_ctrl", "n_kept"))
+        + "\ncf_pos_acc = P[s(I, X) > s(I without X, X)], cf_neg_acc = P[s(I without X, no X) > s(I, no X)] (ties"
+          " count 1/2: a model that ignores the image scores 0.5); ctrl_* = the same against a background edit"
+          " of the same size (near 0.5 for a grounded model). cf_pref_acc = P[the preference s(X) - s(no X) is"
+          " larger on I than without X] (cancels a shift of the image towards every finding text alike). loc_iou / pointing_game: the localisation map over"
+          " all pairs, boxed by the MedFocus protocol. n_kept = pairs whose counterfactual flips the model's"
+          " preference for X over no X while the control does not.\n",
+        out / "grounding.md")
+    files["attribution.md"] = io.write_text(
+        "# Counterfactually verified attribution (test split)\n\n"
+        + to_markdown(attribution.select("method", "attribution", "iou", "iou_lo", "iou_hi", "f1", "pointing",
+                                         "n_kept", "n"))
+        + "\nOnly pairs whose counterfactual flips the preference for X over no X while the background control"
+          " does not (n_kept; n = those attributed). IoU / F1 of the union of the top boxes of the min-max scaled"
+          " map (0.9 quantile, 8-connected components >= 16 px, top 10) with the ground-truth box.\n",
+        out / "attribution.md")
+    if table is not None and T.plot_examples(grounding_dir, table, [e["method"] for e in evals],
+                                             plots / "grounding_examples.png"):
+        files["grounding_examples.png"] = plots / "grounding_examples.png"
+    return files
+
+
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast import tracking
 
@@ -318,6 +358,11 @@ def run(args: argparse.Namespace, params: dict) -> int:
     files = build(evals, curves, Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
                   seed=int(params["evaluate"]["seed"]))
     log.info("report: %d methods, %d training curves -> %s, %s", len(evals), len(curves), args.out, args.plots)
+    if args.grounding_dir:
+        files.update(build_grounding(Path(args.grounding_dir),
+                                     Path(args.grounding_table) if args.grounding_table else None,
+                                     Path(args.out), Path(args.plots)))
+        log.info("report: grounding tables -> %s", args.out)
     flat = {}
     for e in evals:
         for k in HEADLINE:
@@ -325,5 +370,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
                 flat[f"{e['method']}.{k}"] = e[k]
     extra = [p for p in (Path(args.cte_dir) / "heatmap.png", Path(args.cte_dir) / "layers.png",
                          Path(args.cte_dir) / "layer_weights.csv") if p.is_file()]
-    tracking.log_pipeline_artifacts(params, [Path(args.out), Path(args.plots), *extra], flat)
+    # the example picture shows patients' images: logged to MLflow on the demo only
+    plots = ([Path(args.plots)] if params["data"]["source"] == "demo"
+             else [p for p in sorted(Path(args.plots).glob("*.png")) if p.name != "grounding_examples.png"])
+    tracking.log_pipeline_artifacts(params, [Path(args.out), *plots, *extra], flat)
     return 0

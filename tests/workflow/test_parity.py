@@ -90,7 +90,7 @@ def test_nast_beta_reruns_only_nast_training_its_evaluation_and_the_report(snake
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         by_name = {stage.name: stage for stage in graph.nodes}
         downstream = {s.name for s in nx.ancestors(graph, by_name["train@nast"])}
-    assert downstream == {"evaluate@nast", "report"}
+    assert downstream == {"evaluate@nast", "evaluate_grounding@nast", "report"}
 
 
 def test_dvc_declares_metrics_and_plots():

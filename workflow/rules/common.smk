@@ -17,6 +17,10 @@ MCQ = "data/processed/mcq.parquet"
 BENCHMARK = "data/processed/benchmark.parquet"
 CLAIMS = "data/processed/claims.parquet"
 CONTEXTUAL = "data/processed/contextual.parquet"
+GROUNDING = "data/processed/grounding.parquet"
+GROUNDING_CF = "data/processed/grounding_cf"
+GROUNDING_DIR = "reports/grounding"
+VALIDATION = "reports/validation"
 BASE_DIR = "models/base"
 CTE_DIR = "reports/cte"
 LAYER_WEIGHTS = f"{CTE_DIR}/layer_weights.csv"
@@ -39,6 +43,30 @@ def base_model():
     """The base model the GPU stages read: pretrained by pretrain_base on the demo, else the
     checkpoint named in params.yaml (model.checkpoint) as a plain input."""
     return BASE_DIR if DEMO else config["model"]["checkpoint"]
+
+
+#: the grounding stages run on the demo (its boxes and twins) and wherever grounding.boxes names a CSV
+GROUNDING_ON = DEMO or config["grounding"]["boxes"] is not None
+
+
+def grounding_boxes():
+    """The box CSV: grounding.boxes, or the demo tree's annotations (inside the demo_data output,
+    so on the demo the rule depends on the tree and names the file on its command line)."""
+    if config["grounding"]["boxes"] is not None:
+        return config["grounding"]["boxes"]
+    return f"{DATA_ROOT}/demo-annotations.csv.gz"
+
+
+def grounding_inputs():
+    """report's extra inputs when the grounding stages are part of the DAG."""
+    if not GROUNDING_ON:
+        return {}
+    return dict(
+        grounding=expand(f"{GROUNDING_DIR}/{{method}}.json", method=METHODS + SWEEP),
+        grounding_maps=expand(f"{GROUNDING_DIR}/{{method}}.npz", method=METHODS + SWEEP),
+        grounding_table=GROUNDING,
+        grounding_cf=GROUNDING_CF,
+    )
 
 
 def dataset_root():

@@ -5,6 +5,8 @@ rule report:
         evals=expand(f"{EVAL_DIR}/{{method}}.json", method=METHODS + SWEEP),
         # training curves (models/*/curve.csv) for the training_curves plot
         models=expand("models/{method}", method=METHODS + SWEEP),
+        # counterfactual grounding: per-method JSON + example maps, the pairs and their images
+        **grounding_inputs(),
     output:
         tables=report(
             directory(TABLES_DIR),
@@ -20,10 +22,13 @@ rule report:
         ),
     params:
         file=PARAMS,
-        cfg=cfg_params(),
+        cfg=cfg_params("evaluate.bootstrap", "evaluate.seed", "data.source"),
         eval_dir=lambda wc, input: os.path.dirname(input.evals[0]),
         models_dir=lambda wc, input: os.path.dirname(input.models[0]),
         cte_dir=CTE_DIR,
+        grounding=(
+            f" --grounding-dir {GROUNDING_DIR} --grounding-table {GROUNDING}" if GROUNDING_ON else ""
+        ),
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -33,4 +38,4 @@ rule report:
     shell:
         "nast report --params {params.file} --eval-dir {params.eval_dir} --out {output.tables}"
         " --plots {output.plots} --models-dir {params.models_dir} --cte-dir {params.cte_dir}"
-        " > {log} 2>&1"
+        "{params.grounding} > {log} 2>&1"

@@ -92,6 +92,12 @@ class VLModel:
     def encode_image(self, pixels: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def patch_embeddings(self, pixels: Tensor) -> Tensor | None:
+        """Per-location image embeddings ``[B, h, w, D]`` in the joint space (not normalised), or
+        None when the architecture has no spatial token map. Used for the model's own
+        patch-text similarity map (:mod:`nast.grounding.attribution`)."""
+        return None
+
     # ------------------------------------------------------------------- text
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

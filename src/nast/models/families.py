@@ -165,6 +165,39 @@ class _TextTower(nn.Module):
 
 
 # ----------------------------------------------------------------------------- open_clip
+
+def open_clip_patch_embeddings(visual: nn.Module, pixels: Tensor) -> Tensor | None:
+    """``[B, h, w, D]`` spatial embeddings of an open_clip image tower in the joint space.
+
+    * ``ModifiedResNet`` (attention pooling): the final feature map with the pool's positional
+      embedding, through the pool's value and output projections, i.e. attention pooling with
+      each location attending only to itself (the dense reading of CLIP's pool, as in MaskCLIP).
+    * ``VisionTransformer``: the final patch tokens through ``ln_post`` and ``proj``, the path the
+      class token takes to the embedding.
+    None for any other tower (e.g. a timm trunk).
+    """
+    if hasattr(visual, "attnpool") and hasattr(visual, "layer4"):
+        x = visual.stem(pixels)
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(visual, name)(x)
+        b, c, h, w = x.shape
+        pool = visual.attnpool
+        tokens = x.flatten(2).permute(0, 2, 1)  # [B, hw, C]
+        pos = pool.positional_embedding[1:]
+        if pos.shape[0] != h * w:
+            return None
+        tokens = pool.c_proj(pool.v_proj(tokens + pos[None].to(tokens.dtype)))
+        return tokens.reshape(b, h, w, -1)
+    if hasattr(visual, "_embeds") and hasattr(visual, "transformer") and hasattr(visual, "grid_size"):
+        gh, gw = visual.grid_size
+        x = visual.transformer(visual._embeds(pixels))
+        x = visual.ln_post(x)[:, -gh * gw :]
+        if visual.proj is not None:
+            x = x @ visual.proj
+        return x.reshape(x.shape[0], gh, gw, -1)
+    return None
+
+
 class OpenClipModel(VLModel):
     """open_clip native ``CLIP`` (OpenAI layout): causal text transformer, EOT pooling."""
 
@@ -191,6 +224,9 @@ class OpenClipModel(VLModel):
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         return self._normalize(self.model.encode_image(pixels))
+
+    def patch_embeddings(self, pixels: Tensor) -> Tensor | None:
+        return open_clip_patch_embeddings(self.model.visual, pixels)
 
     def encode_text(self, tokens: dict[str, Tensor]) -> Tensor:
         return self._normalize(self.model.encode_text(tokens["input_ids"]))
@@ -308,6 +344,9 @@ class OpenClipHFModel(VLModel):
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         return self._normalize(self.model.encode_image(pixels))
+
+    def patch_embeddings(self, pixels: Tensor) -> Tensor | None:
+        return open_clip_patch_embeddings(self.model.visual, pixels)
 
     def encode_text(self, tokens: dict[str, Tensor]) -> Tensor:
         return self._normalize(self.model.encode_text(tokens["input_ids"]))
@@ -436,6 +475,18 @@ class HFClipModel(VLModel):
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         return self._normalize(self._features(self.model.get_image_features(pixel_values=pixels)))
+
+    def patch_embeddings(self, pixels: Tensor) -> Tensor | None:
+        """Final patch tokens through ``post_layernorm`` and ``visual_projection`` (the path of
+        the class token to the image embedding)."""
+        vm = self.model.vision_model
+        x = vm(pixel_values=pixels).last_hidden_state[:, 1:]
+        n = x.shape[1]
+        g = int(round(n ** 0.5))
+        if g * g != n:
+            return None
+        x = self.model.visual_projection(vm.post_layernorm(x))
+        return x.reshape(x.shape[0], g, g, -1)
 
     def encode_text(self, tokens: dict[str, Tensor]) -> Tensor:
         out = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))

@@ -86,6 +86,13 @@ PATTERNS: dict[str, tuple[str, str]] = {**MIXED_PATTERNS, **ALL_ABSENT_PATTERNS,
 #: Pattern used when an affirmative option is re-rendered from labels alone.
 DEFAULT_PATTERN = {"mixed": "m_without", "absent": "n_no", "present": "p_bare"}
 
+#: The forward negation cues of the report reader's lexicon (``data/modifiers.csv``,
+#: :data:`nast.text.polarity.NEGATION_CUES`) that state an absence (not "resolution of" /
+#: "removal of": those say it was there before). Composite training claims and the grounding
+#: benchmark's "no X" texts use them, so negation is taught and tested in the forms the pipeline
+#: reads it in. A test keeps them inside the lexicon.
+ABSENCE_CUES: tuple[str, ...] = ("no", "no evidence of", "without", "negative for", "free of", "absence of")
+
 
 def _read_csv(name: str, value_col: str) -> dict[str, tuple[str, ...]]:
     text = (resources.files("nast.text") / "data" / name).read_text(encoding="utf-8")

@@ -21,7 +21,7 @@ from PIL import Image
 from nast.errors import StageError
 from nast.io import require_columns
 from nast.text.contextual import PHRASES
-from nast.text.templates import join_list, surface_forms
+from nast.text.templates import ABSENCE_CUES, join_list, surface_forms
 
 CONTEXTUAL_COLUMNS = ("dicom_id", "image_path", "split", "caption", "foil", "foil_type")
 BENCHMARK_COLUMNS = ("dicom_id", "image_path", "split", "correct", "conditions",
@@ -45,11 +45,8 @@ def caption_groups(contextual: pl.DataFrame, split: str, source: str = "contextu
     )
 
 
-#: Negation cues of composite claim captions: the forward ConText cues of the report reader's
-#: lexicon (``nast/text/data/modifiers.csv``, :data:`nast.text.polarity.NEGATION_CUES`) that state
-#: an absence (not "resolution of" / "removal of": those say it was there before), so the encoder
-#: learns negation in the forms the pipeline reads it in. A test keeps the two lists in step.
-COMPOSITE_CUES: tuple[str, ...] = ("no", "no evidence of", "without", "negative for", "free of", "absence of")
+#: Negation cues of composite claim captions (:data:`nast.text.templates.ABSENCE_CUES`).
+COMPOSITE_CUES: tuple[str, ...] = ABSENCE_CUES
 #: How a composite claim caption joins its parts: ``{P}`` = the present parts joined with "and",
 #: ``{N}`` = the absent parts joined with "or", ``{c}`` = the negation cue (one per caption and foils).
 COMPOSITE_PATTERNS: dict[str, tuple[str, ...]] = {
