@@ -118,6 +118,12 @@ def test_inpainting_changes_only_the_box():
     smooth = np.tile(np.linspace(0, 200, 50).astype(np.uint8), (40, 1))
     filled = E.inpaint_box(smooth, (20, 10, 26, 16), margin=4)
     assert np.abs(filled.astype(int) - smooth.astype(int)).max() <= 2  # a ramp is continued, not blurred
+    # a box longer than max_side is solved at reduced resolution: same guarantees
+    big = np.tile(np.linspace(0, 250, 300).astype(np.uint8), (260, 1))
+    box = (40, 30, 250, 220)
+    out = E.inpaint_box(big, box, margin=4, max_side=32)
+    assert outside_equal(big, out, box)
+    assert np.abs(out.astype(int) - big.astype(int)).max() <= 4
 
 
 def test_control_box_respects_fields_and_annotations():

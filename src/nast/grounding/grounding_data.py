@@ -122,6 +122,7 @@ def build(box_rows: pl.DataFrame, cohort: pl.DataFrame, box_format: str, root: P
     out: list[dict] = []
     fields = cfg["lung_fields"]
     margin = int(cfg["inpaint_margin"])
+    max_side = int(cfg["inpaint_max_side"])
     seed = int(cfg["seed"])
     by_image: dict[str, list[dict]] = {}
     for r in good:
@@ -167,7 +168,7 @@ def build(box_rows: pl.DataFrame, cohort: pl.DataFrame, box_format: str, root: P
                     continue
                 cf, kind = E.paste_box(src, twin, fboxes), "twin"
             else:
-                cf, kind = E.inpaint_box(src, fboxes, margin), "inpainted"
+                cf, kind = E.inpaint_box(src, fboxes, margin, max_side), "inpainted"
             cf_path = cf_dir / f"{dicom_id}__{slug}.cf.png"
             _png(cf, cf_path)
             for k, p in enumerate(group):
@@ -176,7 +177,7 @@ def build(box_rows: pl.DataFrame, cohort: pl.DataFrame, box_format: str, root: P
                 ctrl_path = None
                 if cbox is not None:
                     ctrl_path = cf_dir / f"{dicom_id}__{slug}__{k}.ctrl.png"
-                    _png(E.inpaint_box(src, cbox, margin), ctrl_path)
+                    _png(E.inpaint_box(src, cbox, margin, max_side), ctrl_path)
                 x0, y0, x1, y1 = p["box"]
                 c = cbox or (None, None, None, None)
                 out.append({
