@@ -105,6 +105,13 @@ def test_metrics_by_hand():
     assert h["ctrl_pos"][[0, 2, 3]].tolist() == [1.0, 0.5, 1.0] and np.isnan(h["ctrl_pos"][1])
     assert h["cf_pref"].tolist() == [1.0, 0.0, 0.0, 0.0]
     assert G.verified(s).tolist() == [True, False, False, False]
+    # prefers X on I and flips on the counterfactual, but the control flips too / is missing: not kept
+    both = {k: np.array([0.9, 0.9]) if k == "img_pos" else np.array([0.1, 0.1]) if k == "img_neg"
+            else np.array([0.1, 0.1]) if k == "cf_pos" else np.array([0.9, 0.9]) if k == "cf_neg"
+            else np.array([0.2, np.nan]) if k == "ctrl_pos" else np.array([0.8, np.nan]) for k in s}
+    assert G.verified(both).tolist() == [False, False]
+    both["ctrl_pos"], both["ctrl_neg"] = np.array([0.8, 0.8]), np.array([0.2, 0.2])
+    assert G.verified(both).tolist() == [True, True]
     assert G.encode_half_hits(h["ctrl_pos"]) == "1-h1"
 
 
