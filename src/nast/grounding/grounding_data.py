@@ -79,7 +79,7 @@ def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
 
 
 def _png(arr: np.ndarray, path: Path) -> None:
-    Image.fromarray(arr, mode="L").save(path, format="PNG", optimize=False)
+    Image.fromarray(arr, mode="L").save(path, format="PNG", optimize=False, compress_level=1)  # lossless; fast on 3000 px
 
 
 def resolve_images(box_rows: pl.DataFrame, cohort: pl.DataFrame, box_format: str, root: Path) -> pl.DataFrame:
