@@ -74,10 +74,37 @@ def write_text(text: str, path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path, what: str = "input table") -> pl.DataFrame:
+    """Read a parquet input; a missing, truncated or corrupt file is a :class:`StageError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{what} not found: {path}")
-    return pl.read_parquet(path)
+    try:
+        return pl.read_parquet(path)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # polars raises ComputeError/OSError, and a pyo3 PanicException on some corruptions
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise StageError(
+            f"{what} {path} is not a readable parquet file (truncated or corrupt?): {type(exc).__name__}: "
+            f"{detail}; delete it and rerun the stage that writes it"
+        ) from None
+
+
+def read_table(path: str | Path, what: str = "input table", params: dict[str, Any] | None = None,
+               allow_empty: bool | None = None) -> pl.DataFrame:
+    """The stages' reader for input tables: :func:`read_parquet`, and a 0-row table stops the stage
+    with a message unless ``allow_empty`` (default: params ``data.allow_empty``, false)."""
+    df = read_parquet(path, what)
+    if allow_empty is None:
+        allow_empty = bool(((params or {}).get("data") or {}).get("allow_empty", False))
+    if df.height == 0 and not allow_empty:
+        from nast.config import params_file
+
+        raise StageError(
+            f"{what} {path} has 0 rows: the stage that wrote it kept nothing (see its quarantine table and "
+            f"summary); set data.allow_empty: true in {params_file()} to run on empty tables anyway"
+        )
+    return df
 
 
 def require_columns(df: pl.DataFrame, columns: Iterable[str], source: str | Path) -> None:

@@ -107,7 +107,9 @@ def assign_splits(subject_ids: Iterable[int], fractions: dict[str, float], seed:
     subjects = np.unique(np.asarray(list(subject_ids), dtype=np.int64))
     fr = np.array([float(fractions.get(s, 0.0)) for s in SPLITS])
     if fr.sum() <= 0:
-        raise StageError("params.yaml: data.split_fractions must not all be 0")
+        from nast.config import params_file
+
+        raise StageError(f"{params_file()}: data.split_fractions must not all be 0")
     fr = fr / fr.sum()
     n = len(subjects)
     perm = np.random.default_rng(seed).permutation(n)

@@ -31,6 +31,8 @@ Outputs in ``--out``: ``checkpoint.pt`` (state dict), ``model_config.json``, ``c
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 import argparse
 import hashlib
 import json
@@ -234,7 +236,7 @@ def model_config(params: dict) -> dict:
     name = str(params["model"]["name"])
     p = Path(name) if name.endswith(".json") else _package_config(name)
     if not p.is_file():
-        raise StageError(f"model config not found: {p} (params.yaml: model.name)")
+        raise StageError(f"model config not found: {p} ({_pf()}: model.name)")
     return json.loads(p.read_text())
 
 
@@ -243,7 +245,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
 
     pp = params["pretrain"]
     if params["model"]["family"] != "open_clip":
-        raise StageError("params.yaml: model.family must be open_clip for pretrain-base (the demo model)")
+        raise StageError(f"{_pf()}: model.family must be open_clip for pretrain-base (the demo model)")
     torch.set_num_threads(int(pp["num_threads"]))
     torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(args.out)

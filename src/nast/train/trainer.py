@@ -40,6 +40,8 @@ Method
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 import logging
 import math
 import os
@@ -110,7 +112,7 @@ def normalize_scales(scales: list[float], how: str) -> list[float]:
     if how == "none" or not scales:
         return list(scales)
     if how != "mean":
-        raise StageError(f"params.yaml: nast.normalize must be none or mean, got {how!r}")
+        raise StageError(f"{_pf()}: nast.normalize must be none or mean, got {how!r}")
     m = sum(scales) / len(scales)
     if m <= 0:
         raise StageError("layer weights: every alpha_l^beta is 0, nothing would be trained")
