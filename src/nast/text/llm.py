@@ -58,6 +58,9 @@ from nast.errors import StageError
 
 log = logging.getLogger(__name__)
 
+#: the sleep between retries (a module attribute so tests can record the delays)
+_sleep = time.sleep
+
 CACHE_FILE = "responses.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 Messages = list[dict[str, str]]
@@ -403,7 +406,7 @@ class LLMClient:
                 delay = self.backoff_s * 2 ** (i - 1)
                 if last is not None and last.retry_after is not None:
                     delay = min(last.retry_after, self.max_retry_after_s)
-                time.sleep(delay)
+                _sleep(delay)
             try:
                 content = self._post_once(messages, attempt, contains_report_text)
             except _Retryable as exc:
