@@ -293,10 +293,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
-    from nast.io import read_parquet, write_json, write_parquet
+    from nast.io import read_table, write_json, write_parquet
 
     p = params["permutations"]
-    cohort = read_parquet(args.cohort, what="cohort table")
+    cohort = read_table(args.cohort, "cohort table", params)
     out, quarantine, summary = build_permutations(
         cohort, k=int(p["k"]), min_zeros=int(p["min_zeros"]), min_ones=int(p["min_ones"]), seed=int(p["seed"]),
         source=str(args.cohort),

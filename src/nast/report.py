@@ -66,7 +66,12 @@ def load_evals(eval_dir: str | Path) -> list[dict[str, Any]]:
         raise StageError(f"eval folder not found: {eval_dir}")
     out = []
     for path in sorted(eval_dir.glob("*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StageError(f"{path}: not a readable evaluation JSON (truncated or corrupt?): {exc}") from None
+        if not isinstance(data, dict):
+            raise StageError(f"{path}: an evaluation JSON must be an object")
         for key in ("method", *HEADLINE):
             if key not in data:
                 raise StageError(f"{path}: missing key '{key}'")

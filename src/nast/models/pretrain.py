@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from nast.errors import StageError
-from nast.io import read_parquet, require_columns, write_json, write_text
+from nast.io import read_table, require_columns, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     torch.set_num_threads(int(pp["num_threads"]))
     torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(args.out)
-    cohort = read_parquet(args.cohort, "cohort")
+    cohort = read_table(args.cohort, "cohort", params)
     require_columns(cohort, COLUMNS, args.cohort)
     train, val = select_pairs(cohort, "train"), select_pairs(cohort, "validate")
     log.info("pretrain-base: %d train pairs, %d validate pairs", train.height, val.height)

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     for p in (args.contextual, args.benchmark, args.cohort):
         if not Path(p).is_file():
             raise StageError(f"input not found: {p}")
-    contextual = pl.read_parquet(args.contextual)
-    benchmark = pl.read_parquet(args.benchmark)
+    contextual = io.read_table(args.contextual, "contextual table", params)
+    benchmark = io.read_table(args.benchmark, "benchmark", params)
     groups = caption_groups(contextual, "train", source=args.contextual)
     n_single = groups.height
     if int(tp.get("composite_claims", 0)) > 0:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
                                         "scales": scales, "scale_mode": scale_mode,
                                         "inputs": tracking.data_hash(inputs)})
     clip_caption = tp.get("clip_caption", "report")
-    cohort = pl.read_parquet(args.cohort) if clip_caption == "report" else None
+    cohort = io.read_table(args.cohort, "cohort", params) if clip_caption == "report" else None
 
     def report_captions(paths: list[str]):
         from nast.models.data import ReportCaptions
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
         from nast.train.data import claim_polarity_labels
 
         if cohort is None:
-            cohort = pl.read_parquet(args.cohort)
+            cohort = io.read_table(args.cohort, "cohort", params)
         claim_labels = claim_polarity_labels(groups, cohort, source=args.cohort)
 
     curve, finished = trainer.train(
