@@ -36,3 +36,11 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_ispec = importlib.util.spec_from_file_location("_ingest_conftest", TEXT_GEN.parent / "ingest" / "conftest.py")
+_ing = importlib.util.module_from_spec(_ispec)
+sys.modules["_ingest_conftest"] = _ing  # dataclasses look their module up
+_ispec.loader.exec_module(_ing)
+build_mimic_tree = _ing.build_mimic_tree
+jpeg_bytes = _ing.jpeg_bytes
