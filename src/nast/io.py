@@ -7,11 +7,14 @@ drops rows asserts ``rows in = rows kept + rows quarantined`` with :func:`reconc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 
@@ -49,6 +52,49 @@ def _atomic_target(path: Path) -> tuple[Path, Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     return path, Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """``with atomic_write(p) as tmp: save(tmp)``: a unique temp file in the same folder (two
+    writers never share one), renamed onto ``p`` when the block succeeds, removed when it fails."""
+    path, tmp = _atomic_target(Path(path))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, what: str = "output folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` for the block; a second run targeting the same folder
+    stops at once with a :class:`StageError` naming the folder and the run holding it.
+
+    The lock is ``<parent>/.<name>.lock`` (beside the folder, so it is never part of a DVC output),
+    taken with ``fcntl.flock``: the kernel releases it when the holder exits or is killed, so a
+    crashed run never leaves a stale lock."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.parent / f".{folder.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", errors="replace").strip() or "another process"
+            raise StageError(
+                f"{what} {folder} is in use by another run ({holder}); two runs must not write the same "
+                f"folder: wait for it to finish, or use another --out (lock: {lock})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        yield lock
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path) -> Path:

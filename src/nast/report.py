@@ -219,8 +219,16 @@ def plot_gap(summary: pl.DataFrame, path: Path) -> None:
     ax.set_ylabel("MCQ accuracy (95% CI)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
+
+
+def _save(fig, path: Path) -> None:
+    """Write a PNG atomically (unique temp name in the same folder, then rename)."""
+    from nast.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def plot_foil_types(table: pl.DataFrame, path: Path) -> None:
@@ -238,7 +246,7 @@ def plot_foil_types(table: pl.DataFrame, path: Path) -> None:
     ax.set_ylabel("claim accuracy")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -253,7 +261,7 @@ def plot_beta(sweep: pl.DataFrame, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.set_title("beta sweep" if sweep.height else "beta sweep (no nast-beta runs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -272,7 +280,7 @@ def plot_curves(curves: dict[str, pl.DataFrame], path: Path) -> None:
         if curves:
             ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +184,12 @@ class Pretrainer:
 
     # -- state -----------------------------------------------------------------------
     def save_state(self, path: Path, epoch: int, curve: list[dict], fingerprint: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                    "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "curve": curve, "fingerprint": fingerprint}, tmp)
-        os.replace(tmp, path)
+        from nast.io import atomic_write
+
+        with atomic_write(path) as tmp:
+            torch.save({"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                        "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "curve": curve, "fingerprint": fingerprint}, tmp)
 
     def load_state(self, path: Path, fingerprint: str) -> tuple[int, list[dict]]:
         if not path.is_file():
@@ -241,6 +240,14 @@ def model_config(params: dict) -> dict:
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
+    """One run per output folder: a second run targeting the same --out stops at once (io.output_lock)."""
+    from nast.io import output_lock
+
+    with output_lock(args.out, "pretraining folder"):
+        return _run(args, params)
+
+
+def _run(args: argparse.Namespace, params: dict) -> int:
     from nast.models.families import split_config
 
     pp = params["pretrain"]
@@ -264,9 +271,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
         log.info("stopped after epoch %d (--stop-after-epoch); rerun to continue", curve[-1]["epoch"])
         return 0
     ckpt = out / "checkpoint.pt"
-    tmp = out / ".checkpoint.pt.tmp"
-    torch.save(trainer.model.state_dict(), tmp)
-    os.replace(tmp, ckpt)
+    from nast.io import atomic_write
+
+    with atomic_write(ckpt) as tmp:
+        torch.save(trainer.model.state_dict(), tmp)
     write_json(cfg, out / "model_config.json")
     write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
     if Path(params["model"]["checkpoint"]) != ckpt:

@@ -53,6 +53,14 @@ def params_used(params: dict, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
+    """One run per output folder: a second run targeting the same --out stops at once (io.output_lock)."""
+    from nast.io import output_lock
+
+    with output_lock(args.out, "training folder"):
+        return _run(args, params)
+
+
+def _run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
     # fixed thread count: float sums (and so the weights) must not depend on the runner's env
@@ -148,8 +156,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if not finished:
         return 3
 
-    torch.save(trainer.trainable_state(vl.model), out / f".{trainer.ADAPTER_FILE}.tmp")
-    os.replace(out / f".{trainer.ADAPTER_FILE}.tmp", out / trainer.ADAPTER_FILE)
+    with io.atomic_write(out / trainer.ADAPTER_FILE) as tmp:
+        torch.save(trainer.trainable_state(vl.model), tmp)
     io.write_json({"method": spec.name, "spec": spec.to_dict(), "family": vl.family,
                    "targets": info["targets"], "blocks": info["blocks"],
                    "lora": {k: tp[k] for k in ("lora_r", "lora_alpha", "lora_dropout")},
