@@ -81,6 +81,24 @@ def test_server_errors_retried_then_reported(params, in_tmp, capsys, mode, kind)
         assert rc == 2 and f"failures: {kind} x3" in err and not out.exists()
 
 
+def test_partial_outage_fails_unless_tolerated(params, in_tmp, capsys):
+    perm = _perm(in_tmp, 8, seed=3)
+    with FakeOpenAI("fail_some", status=500) as srv:
+        pfile = write_params(params, in_tmp / "p.yaml", base_url=srv.base_url, abort_after_failures=0)
+        rc, out, _ = _mcq(in_tmp, pfile, perm, "strict")
+        err = capsys.readouterr().err
+        n_bad = sum(srv.fails(k) for k in set(srv.keys()))
+        assert 0 < n_bad < 8  # a partial outage (the fixed seed makes it one)
+        assert rc == 2 and f"no usable reply for {n_bad} of 8 question(s)" in err and not out.exists()
+        params["mcq"]["min_kept_fraction"] = 0.0
+        pfile = write_params(params, in_tmp / "p2.yaml", base_url=srv.base_url, abort_after_failures=0,
+                             max_failed_fraction=0.9)
+        rc, out, q = _mcq(in_tmp, pfile, perm, "tolerant")
+    assert rc == 0 and pl.read_parquet(out).height == 8 - n_bad
+    reasons = pl.read_parquet(q)["reason"].to_list()
+    assert len(reasons) == n_bad and all("llm request failed" in r and "HTTP 500" in r for r in reasons)
+
+
 def test_hanging_server_times_out(params, in_tmp, capsys):
     perm = _perm(in_tmp, 2)
     with FakeOpenAI("never", slow_s=1.2) as srv:

@@ -16,6 +16,8 @@ the requested label vectors. Failure modes (per distinct request, i.e. per reque
 * ``rate_limit``   the first hit of each request gets HTTP 429 with ``Retry-After: retry_after``
 * ``prose``        HTTP 200 whose content is prose (no JSON object, no "A." lines)
 * ``null_content`` HTTP 200 with ``"content": null``
+* ``fail_some``    HTTP 500 on every hit of the requests whose key ends in an even hex digit (about half),
+                   correct answers for the others (a partial outage)
 * ``die_after``    answers the first ``die_after`` requests, then the server shuts down (a killed
                    server: later requests find nothing listening)
 
@@ -121,6 +123,11 @@ class FakeOpenAI:
     def release(self) -> None:
         self._release.set()
 
+    @staticmethod
+    def fails(key: str) -> bool:
+        """Whether ``fail_some`` fails this request."""
+        return int(key[-1], 16) % 2 == 0
+
     def keys(self) -> list[str]:
         with self._lock:
             return [r["key"] for r in self.log]
@@ -159,7 +166,7 @@ class FakeOpenAI:
             self.kill()
             h.close_connection = True
             return None  # no reply: the connection is closed
-        if mode == "status":
+        if mode == "status" or (mode == "fail_some" and self.fails(key)):
             return self._send(h, self.status, b'{"error": {"message": "injected", "code": "injected"}}')
         if mode == "rate_limit" and first:
             return self._send(h, 429, b'{"error": "slow down"}', {"Retry-After": self.retry_after})
