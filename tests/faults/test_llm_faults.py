@@ -274,3 +274,14 @@ def test_phi_guard_covers_affirm_and_every_request(params, tmp_path, no_network,
     with pytest.raises(PHIError):  # the per-request guard, not only the batch entry point
         client._post_once([{"role": "user", "content": "x"}], 0, False)
     assert client.stats["requests"] == 0 and no_network == []
+
+
+def test_a_damaged_cache_line_is_skipped_not_repaired(tmp_path):
+    from nast.text.llm import ResponseCache
+
+    c = ResponseCache(tmp_path)
+    c.put("a", "fine")
+    with open(c.path, "ab") as fh:
+        fh.write(b'{"key": "b", "content": "bad \xff byte"}\n')
+    again = ResponseCache(tmp_path)
+    assert again.get("a") == "fine" and "b" not in again

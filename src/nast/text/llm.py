@@ -183,16 +183,16 @@ class ResponseCache:
                 fh.truncate(good_end)
                 fh.flush()
                 os.fsync(fh.fileno())
-        for line in raw[:good_end].decode("utf-8", errors="replace").splitlines():
-            if not line.strip():
+        for bline in raw[:good_end].split(b"\n"):
+            if not bline.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(bline.decode("utf-8"))  # strict: a damaged line is skipped, never "repaired"
                 if "dropped" in rec:
                     self._data.pop(rec["key"], None)
                 elif isinstance(rec["content"], str):
                     self._data[rec["key"]] = rec["content"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
                 log.warning("llm cache %s: skipping an unreadable line", self.path)
 
     def __contains__(self, key: str) -> bool:
