@@ -26,10 +26,15 @@ STAGES = {
                  "--contextual", "{f}", "--out", "out/e.json"],
     "pretrain-base": ["--cohort", "{f}", "--out", "out/base"],
 }
+#: stages that read through nast.io.read_parquet but not (yet) read_table's 0-row check
+READ_ONLY = {
+    "claims": ["--cohort", "{f}", "--out", "out/claims.parquet"],
+}
 
 
 def _run(stage, f, params="params.yaml"):
-    return main([stage, "--params", str(params), *[a.format(f=f) for a in STAGES[stage]]])
+    args = {**STAGES, **READ_ONLY}[stage]
+    return main([stage, "--params", str(params), *[a.format(f=f) for a in args]])
 
 
 @pytest.fixture()
@@ -40,7 +45,7 @@ def proj(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", [*STAGES, *READ_ONLY])
 def test_unreadable_parquet_is_exit_2_naming_the_file(proj, capsys, stage, damage):
     f = proj / "input.parquet"
     write_parquet(make_permutations(20, seed=1), f)
