@@ -398,15 +398,16 @@ class LLMClient:
         """POST with retries; raises :class:`LLMError` (with ``kind``) when no reply came."""
         last: _Retryable | None = None
         for i in range(self.max_retries + 1):
-            if self._tripped is not None:
-                self._bump("not_sent")
-                raise LLMError(self.redact(f"{self.url}: not sent: {self._tripped}"), kind="not sent")
             if i:
-                self._bump("retries")
                 delay = self.backoff_s * 2 ** (i - 1)
                 if last is not None and last.retry_after is not None:
                     delay = min(last.retry_after, self.max_retry_after_s)
                 _sleep(delay)
+            if self._tripped is not None:  # checked right before every POST (also after a backoff)
+                self._bump("not_sent")
+                raise LLMError(self.redact(f"{self.url}: not sent: {self._tripped}"), kind="not sent")
+            if i:
+                self._bump("retries")
             try:
                 content = self._post_once(messages, attempt, contains_report_text)
             except _Retryable as exc:
