@@ -18,6 +18,15 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or invalid; the message names the file and the key."""
 
 
+#: the params file the running command loaded (named in error messages; see :func:`params_file`)
+_PARAMS_FILE = "params.yaml"
+
+
+def params_file() -> str:
+    """The params file the current command loaded (``params.yaml`` until :func:`load_params` runs)."""
+    return _PARAMS_FILE
+
+
 def schema_path() -> Path:
     """The JSON schema shipped with the package (a copy of workflow/schemas/params.schema.yaml)."""
     return Path(str(resources.files("nast") / "params.schema.yaml"))
@@ -37,11 +46,13 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
             lines.append(f"{source}: {key}: {err.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    check_params(params, source)
     return params
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read and validate params.yaml."""
+    """Read and validate params.yaml (remembered as :func:`params_file` for error messages)."""
+    global _PARAMS_FILE
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
@@ -51,7 +62,21 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    return validate_params(params, source=str(path))
+    params = validate_params(params, source=str(path))
+    _PARAMS_FILE = str(path)
+    return params
+
+
+def check_params(params: dict[str, Any], source: str = "params.yaml") -> None:
+    """Checks a JSON schema cannot express: split fractions that sum to 1."""
+    problems = []
+    for sec in ("data", "demo"):
+        fr = (params.get(sec) or {}).get("split_fractions")
+        if isinstance(fr, dict) and fr and abs(sum(float(v) for v in fr.values()) - 1.0) > 1e-6:
+            total = sum(float(v) for v in fr.values())
+            problems.append(f"{source}: {sec}.split_fractions: must sum to 1, got {total:g} ({fr})")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
@@ -59,4 +84,4 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     try:
         return params[name]
     except KeyError:
-        raise ConfigError(f"params.yaml: missing section '{name}'") from None
+        raise ConfigError(f"{params_file()}: missing section '{name}'") from None

@@ -7,11 +7,14 @@ drops rows asserts ``rows in = rows kept + rows quarantined`` with :func:`reconc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 
@@ -51,6 +54,49 @@ def _atomic_target(path: Path) -> tuple[Path, Path]:
     return path, Path(tmp)
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """``with atomic_write(p) as tmp: save(tmp)``: a unique temp file in the same folder (two
+    writers never share one), renamed onto ``p`` when the block succeeds, removed when it fails."""
+    path, tmp = _atomic_target(Path(path))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, what: str = "output folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` for the block; a second run targeting the same folder
+    stops at once with a :class:`StageError` naming the folder and the run holding it.
+
+    The lock is ``<parent>/.<name>.lock`` (beside the folder, so it is never part of a DVC output),
+    taken with ``fcntl.flock``: the kernel releases it when the holder exits or is killed, so a
+    crashed run never leaves a stale lock."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.parent / f".{folder.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", errors="replace").strip() or "another process"
+            raise StageError(
+                f"{what} {folder} is in use by another run ({holder}); two runs must not write the same "
+                f"folder: wait for it to finish, or use another --out (lock: {lock})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        yield lock
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def write_parquet(df: pl.DataFrame, path: str | Path) -> Path:
     """Write atomically (temp file + rename) so a killed stage never leaves a half file."""
     path, tmp = _atomic_target(Path(path))
@@ -74,10 +120,37 @@ def write_text(text: str, path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path, what: str = "input table") -> pl.DataFrame:
+    """Read a parquet input; a missing, truncated or corrupt file is a :class:`StageError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{what} not found: {path}")
-    return pl.read_parquet(path)
+    try:
+        return pl.read_parquet(path)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # polars raises ComputeError/OSError, and a pyo3 PanicException on some corruptions
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise StageError(
+            f"{what} {path} is not a readable parquet file (truncated or corrupt?): {type(exc).__name__}: "
+            f"{detail}; delete it and rerun the stage that writes it"
+        ) from None
+
+
+def read_table(path: str | Path, what: str = "input table", params: dict[str, Any] | None = None,
+               allow_empty: bool | None = None) -> pl.DataFrame:
+    """The stages' reader for input tables: :func:`read_parquet`, and a 0-row table stops the stage
+    with a message unless ``allow_empty`` (default: params ``data.allow_empty``, false)."""
+    df = read_parquet(path, what)
+    if allow_empty is None:
+        allow_empty = bool(((params or {}).get("data") or {}).get("allow_empty", False))
+    if df.height == 0 and not allow_empty:
+        from nast.config import params_file
+
+        raise StageError(
+            f"{what} {path} has 0 rows: the stage that wrote it kept nothing (see its quarantine table and "
+            f"summary); set data.allow_empty: true in {params_file()} to run on empty tables anyway"
+        )
+    return df
 
 
 def require_columns(df: pl.DataFrame, columns: Iterable[str], source: str | Path) -> None:

@@ -33,6 +33,8 @@ suite (:data:`PERMUTATION_EXPECTATIONS` on :func:`permutations_gate_frame`).
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 import argparse
 import logging
 from pathlib import Path
@@ -111,7 +113,7 @@ def sample_permutations(labels: np.ndarray, study_ids: np.ndarray, k: int, seed:
     """
     n, c = labels.shape
     if not 2 <= k <= min(c, 62):
-        raise StageError(f"params.yaml: permutations.k must be between 2 and {min(c, 62)}, got {k}")
+        raise StageError(f"{_pf()}: permutations.k must be between 2 and {min(c, 62)}, got {k}")
     u = uniforms(seed, study_ids, 30)
     eligible = (labels == 0) | (labels == 1)
     score = np.where(eligible, u[:, _S_SCORE:_S_SCORE + c], -np.inf)
@@ -291,10 +293,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
-    from nast.io import read_parquet, write_json, write_parquet
+    from nast.io import read_table, write_json, write_parquet
 
     p = params["permutations"]
-    cohort = read_parquet(args.cohort, what="cohort table")
+    cohort = read_table(args.cohort, "cohort table", params)
     out, quarantine, summary = build_permutations(
         cohort, k=int(p["k"]), min_zeros=int(p["min_zeros"]), min_ones=int(p["min_ones"]), seed=int(p["seed"]),
         source=str(args.cohort),

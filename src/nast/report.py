@@ -70,7 +70,12 @@ def load_evals(eval_dir: str | Path) -> list[dict[str, Any]]:
         raise StageError(f"eval folder not found: {eval_dir}")
     out = []
     for path in sorted(eval_dir.glob("*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StageError(f"{path}: not a readable evaluation JSON (truncated or corrupt?): {exc}") from None
+        if not isinstance(data, dict):
+            raise StageError(f"{path}: an evaluation JSON must be an object")
         for key in ("method", *HEADLINE):
             if key not in data:
                 raise StageError(f"{path}: missing key '{key}'")
@@ -218,8 +223,16 @@ def plot_gap(summary: pl.DataFrame, path: Path) -> None:
     ax.set_ylabel("MCQ accuracy (95% CI)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
+
+
+def _save(fig, path: Path) -> None:
+    """Write a PNG atomically (unique temp name in the same folder, then rename)."""
+    from nast.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def plot_foil_types(table: pl.DataFrame, path: Path) -> None:
@@ -237,7 +250,7 @@ def plot_foil_types(table: pl.DataFrame, path: Path) -> None:
     ax.set_ylabel("claim accuracy")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -252,7 +265,7 @@ def plot_beta(sweep: pl.DataFrame, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.set_title("beta sweep" if sweep.height else "beta sweep (no nast-beta runs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -271,7 +284,7 @@ def plot_curves(curves: dict[str, pl.DataFrame], path: Path) -> None:
         if curves:
             ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 

@@ -133,15 +133,17 @@ def test_transport_failures_are_retried(params, mode):
     assert summary["llm"]["retries"] == 4 and summary["llm"]["failures"] == 0
 
 
-def test_server_that_never_answers_quarantines(params):
+def test_server_that_never_answers_stops_the_stage(params):
+    from nast.text.llm import LLMOutageError
+
     perm = make_permutations(3, seed=10)
     with FakeOpenAI("never", slow_s=0.6) as srv:
         client = _client(params, srv, timeout_s=0.15, max_retries=1)
-        mcq, q, summary = build_mcq(perm, _openai(params), client=client)
+        with pytest.raises(LLMOutageError, match=r"no usable reply for 3 of 3 question.*timeout x3") as exc:
+            build_mcq(perm, _openai(params), client=client)
         assert len(srv.log) == 3 * 2
-    assert mcq.height == 0 and q.height == 3
-    assert all("llm request failed" in r and "ReadTimeout" in r for r in q["reason"])
-    assert summary["llm"]["failures"] == 3
+    assert "6 HTTP request(s) sent" in str(exc.value) and "rerun the same command" in str(exc.value)
+    assert client.stats["failures"] == 3
     assert not params_cache(params).joinpath("responses.jsonl").exists()
 
 

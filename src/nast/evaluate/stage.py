@@ -173,9 +173,9 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.train.data import BENCHMARK_COLUMNS, CONTEXTUAL_COLUMNS
     from nast.train.trainer import load_trained
 
-    cohort = io.read_parquet(args.cohort, "cohort")
-    benchmark = io.read_parquet(args.benchmark, "benchmark")
-    contextual = io.read_parquet(args.contextual, "contextual table")
+    cohort = io.read_table(args.cohort, "cohort", params)
+    benchmark = io.read_table(args.benchmark, "benchmark", params)
+    contextual = io.read_table(args.contextual, "contextual table", params)
     io.require_columns(cohort, COHORT_COLUMNS, args.cohort)
     io.require_columns(benchmark, BENCHMARK_COLUMNS, args.benchmark)
     io.require_columns(contextual, CONTEXTUAL_COLUMNS, args.contextual)

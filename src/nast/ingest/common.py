@@ -107,7 +107,9 @@ def assign_splits(subject_ids: Iterable[int], fractions: dict[str, float], seed:
     subjects = np.unique(np.asarray(list(subject_ids), dtype=np.int64))
     fr = np.array([float(fractions.get(s, 0.0)) for s in SPLITS])
     if fr.sum() <= 0:
-        raise StageError("params.yaml: data.split_fractions must not all be 0")
+        from nast.config import params_file
+
+        raise StageError(f"{params_file()}: data.split_fractions must not all be 0")
     fr = fr / fr.sum()
     n = len(subjects)
     perm = np.random.default_rng(seed).permutation(n)
@@ -119,6 +121,37 @@ def assign_splits(subject_ids: Iterable[int], fractions: dict[str, float], seed:
     labels[perm[n_train + n_val :]] = "test"
     return pl.DataFrame({"subject_id": subjects, "split": labels.astype(str) if n else []},
                         schema={"subject_id": pl.Int64, "split": pl.Utf8})
+
+
+# --------------------------------------------------------------------------- paths
+#: characters allowed in an id that becomes part of a file name (dicom_id, Open-i file names)
+_SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def flag_path_escape(df: pl.DataFrame, root: str | Path, source: str, column: str = "image_path") -> pl.DataFrame:
+    """Quarantine rows whose file path leaves the dataset root (``../``, absolute or odd ids).
+
+    The check is lexical (``os.path.normpath`` of the joined path must stay under ``root``), so it
+    never touches the file; symlinks inside the root (e.g. ``files/`` on another disk) are allowed.
+    """
+    base = os.path.normpath(os.path.abspath(str(root)))
+    paths = df[column].to_list()
+    escapes = [p is not None and not os.path.normpath(os.path.abspath(p)).startswith(base + os.sep)
+               for p in paths]
+    df = df.with_columns(pl.Series("_escape", escapes, dtype=pl.Boolean))
+    df = flag(df, pl.col("_escape"), "path_escape",
+              pl.concat_str([pl.lit(f"path resolves outside the dataset root {base}: "), pl.col(column)]), source)
+    return df.drop("_escape")
+
+
+def flag_unsafe_ids(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
+    """Quarantine rows whose ``column`` (an id that becomes a file name) has path separators,
+    ``..`` or other characters outside ``[A-Za-z0-9._-]``."""
+    v = pl.col(column)
+    bad = v.is_not_null() & (v != "") & (~v.str.contains(_SAFE_NAME) | v.str.contains(r"\.\."))
+    return flag(df, bad, "unsafe_id",
+                pl.concat_str([pl.lit(f"{column} is not a plain file name (path separators, '..' or "
+                                      "unexpected characters): '"), v, pl.lit("'")]), source)
 
 
 # --------------------------------------------------------------------------- images
@@ -238,10 +271,34 @@ def finish(df: pl.DataFrame, dataset: str, stage: str = "ingest") -> tuple[pl.Da
     return cohort, quarantine, counts
 
 
+def first_non_utf8_line(path: Path) -> tuple[int, int, int] | None:
+    """``(line number, byte value, column)`` of the first byte that is not UTF-8 (gz read through), else None."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return n, line[exc.start], exc.start + 1
+    except (OSError, EOFError):
+        return None
+    return None
+
+
 def read_csv_strings(path: Path, required: Iterable[str]) -> pl.DataFrame:
-    """Read a CSV (plain or gzipped) with every column as string; check required columns."""
+    """Read a CSV (plain or gzipped) with every column as string; check required columns.
+
+    A file that is not UTF-8 stops with the line and the byte (e.g. a latin-1 ``é``)."""
     from nast.io import require_columns
 
+    bad = first_non_utf8_line(path)
+    if bad is not None:
+        line, byte, col = bad
+        raise StageError(f"{path}: line {line}, column {col}: byte 0x{byte:02x} is not UTF-8 (the CSV must be "
+                         "UTF-8; convert it, e.g. iconv -f latin1 -t utf-8)")
     try:
         df = pl.read_csv(path, infer_schema=False)
     except Exception as exc:

@@ -14,14 +14,21 @@ One cohort row per metadata row (= per image). Checks in order; the first defect
 row (stage ``ingest``, key ``dicom_id``):
 
 0. view not in ``data.views`` -> *filtered* (counted, not quarantined, no further checks)
-1. unparsable ``subject_id``/``study_id``, duplicate ``dicom_id``
+1. unparsable ``subject_id``/``study_id``, duplicate ``dicom_id``, a ``dicom_id`` that is not a plain
+   file name (``/``, ``..``: ``unsafe_id``)
 2. no CheXpert row for the study, duplicate CheXpert rows, label value outside {1, 0, -1, blank}
    (the reason names the column and the value)
 3. with a split file: image missing from it or an unknown split value
-4. JPEG missing; JPEG that fails the image check (``data.check_images``; ``data.image_check``
+4. image path outside the dataset root (``path_escape``; checked before any file is opened);
+   JPEG missing; JPEG that fails the image check (``data.check_images``; ``data.image_check``
    ``fast`` = headers + end-of-image marker, ``full`` = decode, see
    :func:`nast.ingest.common.check_image`)
-5. report missing or without FINDINGS/IMPRESSION text (``data.require_report``)
+5. report not UTF-8 (``bad_report_encoding``, with the byte and offset; never decoded with U+FFFD);
+   several reports for one study in the reports zip (``duplicate_report``, the members named; never
+   merged or one picked silently); report missing or without FINDINGS/IMPRESSION text
+   (``data.require_report``)
+
+A CSV that is not UTF-8 stops the stage with the line and byte (:func:`nast.ingest.common.read_csv_strings`).
 
 Structural problems stop the stage (:class:`~nast.errors.StageError` naming file and column): an
 unreadable root, a missing CheXpert/metadata CSV, a missing column (e.g. a CheXpert condition).
@@ -49,6 +56,8 @@ from nast.ingest.common import (
     finish,
     flag,
     flag_images,
+    flag_path_escape,
+    flag_unsafe_ids,
     init_flags,
     ok_rows,
     parse_label_columns,
@@ -78,39 +87,59 @@ def _id(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Utf8).str.strip_chars().cast(pl.Int64, strict=False)
 
 
-def _read_reports_tree(keys: list[tuple[int, int]], root: Path) -> dict[tuple[int, int], tuple[str | None, str | None]]:
-    out: dict[tuple[int, int], tuple[str | None, str | None]] = {}
+Report = tuple[str | None, str | None, str | None]  # (path, text, error)
+
+
+def decode_report(raw: bytes, where: str) -> tuple[str | None, str | None]:
+    """``(text, None)`` for UTF-8 bytes, else ``(None, reason)`` (never a silent U+FFFD)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, (f"report is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} of {where}")
+
+
+def _read_reports_tree(keys: list[tuple[int, int]], root: Path) -> dict[tuple[int, int], Report]:
+    out: dict[tuple[int, int], Report] = {}
     for subj, study in keys:
         s = str(subj)
         path = os.path.join(str(root), "files", f"p{s[:2]}", f"p{s}", f"s{study}.txt")
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                out[(subj, study)] = (path, fh.read())
+            with open(path, "rb") as fh:
+                text, err = decode_report(fh.read(), path)
+            out[(subj, study)] = (path, text, err)
         except FileNotFoundError:
-            out[(subj, study)] = (None, None)
+            out[(subj, study)] = (None, None, None)
     return out
 
 
-def _read_reports_zip(keys: list[tuple[int, int]], zpath: Path) -> dict[tuple[int, int], tuple[str | None, str | None]]:
+def _read_reports_zip(keys: list[tuple[int, int]], zpath: Path) -> dict[tuple[int, int], Report]:
     try:
         zf = zipfile.ZipFile(zpath)
     except (OSError, zipfile.BadZipFile) as exc:
         raise StageError(f"{zpath}: cannot open reports zip: {exc}") from None
     with zf:
-        index: dict[tuple[int, int], str] = {}
+        index: dict[tuple[int, int], list[str]] = {}
         for name in zf.namelist():
             m = _ZIP_MEMBER.search(name)
             if m:
-                index.setdefault((int(m.group(1)), int(m.group(2))), name)
+                index.setdefault((int(m.group(1)), int(m.group(2))), []).append(name)
         if not index:
             raise StageError(f"{zpath}: no files/pXX/pSUBJECT/sSTUDY.txt members in the reports zip")
-        out: dict[tuple[int, int], tuple[str | None, str | None]] = {}
+        n_dup = sum(len(v) > 1 for v in index.values())
+        if n_dup:
+            log.warning("ingest: %d studies have several reports in %s (quarantined as duplicate_report)", n_dup, zpath)
+        out: dict[tuple[int, int], Report] = {}
         for key in keys:
-            name = index.get(key)
-            if name is None:
-                out[key] = (None, None)
+            names = index.get(key)
+            if names is None:
+                out[key] = (None, None, None)
+            elif len(names) > 1:  # never merge or pick one silently
+                out[key] = (f"{zpath}::{names[0]}", None,
+                            f"{len(names)} reports for study {key[1]} in {zpath}: {', '.join(names)}")
             else:
-                out[key] = (f"{zpath}::{name}", zf.read(name).decode("utf-8", errors="replace"))
+                where = f"{zpath}::{names[0]}"
+                text, err = decode_report(zf.read(names[0]), where)
+                out[key] = (where, text, err)
     return out
 
 
@@ -120,16 +149,18 @@ def read_reports(keys: list[tuple[int, int]], root: Path, reports_zip: Path | No
     ``report_path`` is the .txt path, or ``<zip>::<member>`` for the zip; null when absent.
     """
     raw = _read_reports_zip(keys, reports_zip) if reports_zip else _read_reports_tree(keys, root)
-    rows = {"subject_id": [], "study_id": [], "report_path": [], "findings": [], "impression": []}
-    for (subj, study), (path, text) in raw.items():
+    rows = {"subject_id": [], "study_id": [], "report_path": [], "findings": [], "impression": [],
+            "_report_error": []}
+    for (subj, study), (path, text, err) in raw.items():
         f, i = parse_sections(text)
         rows["subject_id"].append(subj)
         rows["study_id"].append(study)
         rows["report_path"].append(path)
         rows["findings"].append(f)
         rows["impression"].append(i)
+        rows["_report_error"].append(err)
     return pl.DataFrame(rows, schema={"subject_id": pl.Int64, "study_id": pl.Int64, "report_path": pl.Utf8,
-                                      "findings": pl.Utf8, "impression": pl.Utf8})
+                                      "findings": pl.Utf8, "impression": pl.Utf8, "_report_error": pl.Utf8})
 
 
 def resolve_reports_zip(root: Path, reports_zip: str | Path | None) -> Path | None:
@@ -182,6 +213,7 @@ def read_mimic(
     df = flag(df, pl.col("dicom_id").is_null() | (pl.col("dicom_id") == ""), "bad_id", "empty dicom_id", str(meta_path))
     df = flag(df, ~pl.col("dicom_id").is_first_distinct(), "duplicate_dicom_id",
               "duplicate dicom_id in metadata", str(meta_path))
+    df = flag_unsafe_ids(df, "dicom_id", str(meta_path))
 
     # labels: one row per study
     labels = parse_label_columns(
@@ -225,12 +257,17 @@ def read_mimic(
             pl.lit("/s"), pl.col("study_id").cast(pl.Utf8), pl.lit("/"), pl.col("dicom_id"), pl.lit(".jpg"),
         ])
     )
+    df = flag_path_escape(df, root, str(meta_path))  # before any file is opened
     df = flag_images(df, check_images, image_check)
 
     # reports for the studies still in play
     keys = df.filter(ok_rows(df)).select("subject_id", "study_id").unique().sort("subject_id", "study_id")
     reports = read_reports(list(keys.iter_rows()), root, zpath)
     df = df.join(reports, on=["subject_id", "study_id"], how="left", maintain_order="left")
+    df = flag(df, pl.col("_report_error").str.contains("^report is not UTF-8"), "bad_report_encoding",
+              pl.col("_report_error"), pl.col("report_path"))
+    df = flag(df, pl.col("_report_error").is_not_null(), "duplicate_report", pl.col("_report_error"),
+              pl.col("report_path"))
     if require_report:
         expected = pl.lit(str(zpath)) if zpath else pl.concat_str([
             pl.lit(root_s.rstrip("/") + "/files/p"), sid.str.slice(0, 2), pl.lit("/p"), sid,

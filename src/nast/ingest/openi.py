@@ -24,7 +24,8 @@ Mapping to the cohort schema (one row per projection row = per image):
   meant for evaluation / retrieval, MIMIC-CXR for permutations.
 * Splits: Open-i has no official split, so the deterministic patient-level split is used.
 
-Row defects -> quarantine: no report row for the uid, image file missing or failing the image
+Row defects -> quarantine: no report row for the uid, several report rows for one uid
+(``duplicate_report``, never merged), an image path outside the root (``path_escape``), image file missing or failing the image
 check (``data.check_images`` / ``data.image_check``), no
 findings/impression text (``data.require_report``).
 """
@@ -41,7 +42,8 @@ import polars as pl
 
 from nast.conditions import CHEXPERT_COLUMNS
 from nast.errors import StageError
-from nast.ingest.common import assign_splits, finish, flag, flag_images, init_flags, read_csv_strings
+from nast.ingest.common import (assign_splits, finish, flag, flag_images, flag_path_escape, init_flags,
+                                read_csv_strings)
 from nast.ingest.sections import normalize_whitespace
 
 log = logging.getLogger(__name__)
@@ -159,7 +161,9 @@ def read_openi(
     rep = reports.select(
         pl.col("uid").str.strip_chars().cast(pl.Int64, strict=False).alias("study_id"),
         "MeSH", "findings", "impression",
-    ).filter(pl.col("study_id").is_not_null()).unique(subset=["study_id"], keep="first", maintain_order=True)
+    ).filter(pl.col("study_id").is_not_null())
+    rep = rep.with_columns(_n_reports=pl.len().over("study_id")).unique(
+        subset=["study_id"], keep="first", maintain_order=True)  # duplicates are quarantined below, never merged
     lab_rows = [mesh_labels(m) for m in rep["MeSH"].to_list()]
     rep = rep.with_columns(
         *[pl.Series(c, [r[c] for r in lab_rows], dtype=pl.Int8) for c in CHEXPERT_COLUMNS],
@@ -183,6 +187,10 @@ def read_openi(
     df = df.join(rep, on="study_id", how="left", maintain_order="left")
     df = flag(df, pl.col("_has_report").is_null(), "no_label_row",
               pl.concat_str([pl.lit("no report row for uid "), pl.col("study_id").cast(pl.Utf8)]), str(rep_path))
+    df = flag(df, pl.col("_n_reports") > 1, "duplicate_report",
+              pl.concat_str([pl.col("_n_reports").cast(pl.Utf8), pl.lit(" report rows for uid "),
+                             pl.col("study_id").cast(pl.Utf8)]), str(rep_path))
+    df = flag_path_escape(df, root, str(proj_path))  # e.g. a filename of ../../x.png
     subjects = df.filter(pl.col("subject_id").is_not_null())["subject_id"]
     df = df.join(assign_splits(subjects, split_fractions, seed), on="subject_id", how="left", maintain_order="left")
     df = flag_images(df, check_images, image_check)

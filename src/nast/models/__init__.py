@@ -9,6 +9,8 @@ causal tracing.
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 from typing import Any
 
 import torch
@@ -30,9 +32,9 @@ def load_model(model_params: dict[str, Any], device: str | torch.device | None =
 
     family = model_params.get("family")
     if family not in LOADERS:
-        raise StageError(f"params.yaml: model.family: unknown family {family!r} (choose from {', '.join(FAMILIES)})")
+        raise StageError(f"{_pf()}: model.family: unknown family {family!r} (choose from {', '.join(FAMILIES)})")
     for key in ("name", "checkpoint"):
         if not model_params.get(key):
-            raise StageError(f"params.yaml: model.{key} is missing")
+            raise StageError(f"{_pf()}: model.{key} is missing")
     dev = resolve_device(device if device is not None else model_params.get("device", "auto"))
     return LOADERS[family](model_params, dev)

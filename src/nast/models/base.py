@@ -41,9 +41,15 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is a one-line StageError."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        from nast.config import params_file
+        from nast.errors import StageError
+
+        raise StageError(f"{params_file()}: model.device: {device} but CUDA is not available on this machine "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use auto or cpu")
     return torch.device(device)
 
 

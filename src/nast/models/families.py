@@ -37,6 +37,8 @@ Any missing file raises :class:`nast.errors.StageError` naming it.
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 import inspect
 import json
 import os
@@ -111,7 +113,7 @@ def resolve_open_clip_config(name: str, checkpoint: str | Path | None) -> tuple[
     if cfg is None:
         raise StageError(
             f"model config not found: {name!r} is neither a JSON file, nor {pkg}, nor an open_clip "
-            f"built-in config (params.yaml: model.name)"
+            f"built-in config ({_pf()}: model.name)"
         )
     return dict(cfg), None
 

@@ -31,12 +31,13 @@ Outputs in ``--out``: ``checkpoint.pt`` (state dict), ``model_config.json``, ``c
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 import argparse
 import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from nast.errors import StageError
-from nast.io import read_parquet, require_columns, write_json, write_text
+from nast.io import read_table, require_columns, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +184,12 @@ class Pretrainer:
 
     # -- state -----------------------------------------------------------------------
     def save_state(self, path: Path, epoch: int, curve: list[dict], fingerprint: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                    "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "curve": curve, "fingerprint": fingerprint}, tmp)
-        os.replace(tmp, path)
+        from nast.io import atomic_write
+
+        with atomic_write(path) as tmp:
+            torch.save({"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                        "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "curve": curve, "fingerprint": fingerprint}, tmp)
 
     def load_state(self, path: Path, fingerprint: str) -> tuple[int, list[dict]]:
         if not path.is_file():
@@ -234,20 +235,28 @@ def model_config(params: dict) -> dict:
     name = str(params["model"]["name"])
     p = Path(name) if name.endswith(".json") else _package_config(name)
     if not p.is_file():
-        raise StageError(f"model config not found: {p} (params.yaml: model.name)")
+        raise StageError(f"model config not found: {p} ({_pf()}: model.name)")
     return json.loads(p.read_text())
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
+    """One run per output folder: a second run targeting the same --out stops at once (io.output_lock)."""
+    from nast.io import output_lock
+
+    with output_lock(args.out, "pretraining folder"):
+        return _run(args, params)
+
+
+def _run(args: argparse.Namespace, params: dict) -> int:
     from nast.models.families import split_config
 
     pp = params["pretrain"]
     if params["model"]["family"] != "open_clip":
-        raise StageError("params.yaml: model.family must be open_clip for pretrain-base (the demo model)")
+        raise StageError(f"{_pf()}: model.family must be open_clip for pretrain-base (the demo model)")
     torch.set_num_threads(int(pp["num_threads"]))
     torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(args.out)
-    cohort = read_parquet(args.cohort, "cohort")
+    cohort = read_table(args.cohort, "cohort", params)
     require_columns(cohort, COLUMNS, args.cohort)
     train, val = select_pairs(cohort, "train"), select_pairs(cohort, "validate")
     log.info("pretrain-base: %d train pairs, %d validate pairs", train.height, val.height)
@@ -262,9 +271,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
         log.info("stopped after epoch %d (--stop-after-epoch); rerun to continue", curve[-1]["epoch"])
         return 0
     ckpt = out / "checkpoint.pt"
-    tmp = out / ".checkpoint.pt.tmp"
-    torch.save(trainer.model.state_dict(), tmp)
-    os.replace(tmp, ckpt)
+    from nast.io import atomic_write
+
+    with atomic_write(ckpt) as tmp:
+        torch.save(trainer.model.state_dict(), tmp)
     write_json(cfg, out / "model_config.json")
     write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
     if Path(params["model"]["checkpoint"]) != ckpt:

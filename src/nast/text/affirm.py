@@ -44,10 +44,12 @@ from typing import Any, Sequence
 import polars as pl
 
 from nast.errors import StageError
-from nast.io import quarantine_frame, read_parquet, reconcile, require_columns, write_json, write_parquet
+from nast.config import params_file
+from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_json, write_parquet
 from nast.text import templates as T
-from nast.text.mcq import (LETTERS, PERMUTATION_COLUMNS, SYSTEM_PROMPT, PolarityVerifier, expectations,
-                           gate_table, run_llm_rounds, summary_path)
+from nast.text.mcq import (LETTERS, PERMUTATION_COLUMNS, SYSTEM_PROMPT, PolarityVerifier, check_kept,
+                           check_transport, expectations, gate_table, llm_client, run_llm_rounds, summary_path,
+                           top_reasons)
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +163,7 @@ def build_benchmark(mcq: pl.DataFrame, params: dict[str, Any], client=None,
             else:
                 written[i] = texts
     elif backend == "openai":
-        if client is None:
-            from nast.text.llm import LLMClient
-            client = LLMClient.from_params(params["llm"])
+        client = llm_client(params, client)
         sub = [rows[i] for i in good]
 
         def accept(row, reply):
@@ -173,13 +173,14 @@ def build_benchmark(mcq: pl.DataFrame, params: dict[str, Any], client=None,
                 return None, [f"unparseable reply ({exc})"]
             return parsed, verify(row, parsed)
 
-        done, failed = run_llm_rounds(sub, client, cfg["max_retries"], affirm_messages, accept)
+        done, failed, transport = run_llm_rounds(sub, client, cfg["max_retries"], affirm_messages, accept)
+        check_transport(STAGE, client, transport, len(sub), params["llm"])
         for j, (parsed, _n) in done.items():
             written[good[j]] = {f"affirmative_{L}": parsed[L] for L in LETTERS}
         for j, reason in sorted(failed.items()):
             quarantine.append({"stage": STAGE, "key": sub[j]["study_id"], "reason": reason})
     else:
-        raise StageError(f"params.yaml: affirm.backend: unknown backend {backend!r}")
+        raise StageError(f"{params_file()}: affirm.backend: unknown backend {backend!r}")
 
     kept = sorted(written)
     base = mcq[kept] if kept else mcq.clear()
@@ -196,6 +197,7 @@ def build_benchmark(mcq: pl.DataFrame, params: dict[str, Any], client=None,
         "rows_quarantined": qdf.height, "options_checked": counter["checked"],
         "options_verified": counter["verified"], "options_with_negation_cue": counter["with_cue"],
         "share_options_verified": (counter["verified"] / counter["checked"]) if counter["checked"] else None,
+        "top_quarantine_reasons": top_reasons(qdf),
     }
     if client is not None:
         summary["llm"] = dict(client.stats)
@@ -211,14 +213,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    mcq = read_parquet(args.mcq, "mcq table")
+    mcq = read_table(args.mcq, "mcq table", params)
     require_columns(mcq, MCQ_COLUMNS, args.mcq)
     out, qdf, summary = build_benchmark(mcq, params)
-    if out.height:
-        gate_table(out, "benchmark", expectations(["question", *[f"affirmative_{L}" for L in LETTERS]]))
-    write_parquet(out, args.out)
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
+    check_kept(STAGE, summary, params["affirm"].get("min_kept_fraction", 0.5), args.quarantine)
+    gate_table(out, "benchmark", expectations(["question", *[f"affirmative_{L}" for L in LETTERS]]))
+    write_parquet(out, args.out)
     log.info("affirm (%s): %d questions kept, %d quarantined; %.1f%% of rewrites verified -> %s",
              summary["backend"], summary["rows_kept"], summary["rows_quarantined"],
              100 * (summary["share_options_verified"] or 0), args.out)

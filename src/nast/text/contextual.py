@@ -44,7 +44,7 @@ from pathlib import Path
 import polars as pl
 
 from nast.errors import StageError
-from nast.io import quarantine_frame, read_parquet, reconcile, require_columns, write_parquet
+from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.validation import gate
 
     cfg = params["contextual"]
-    claims = read_parquet(args.claims, "claims table")
-    cohort = read_parquet(args.cohort, "cohort table")
+    claims = read_table(args.claims, "claims table", params)
+    cohort = read_table(args.cohort, "cohort table", params)
     if claims.height and claims["study_id"].null_count():
         raise StageError(f"{args.claims}: column 'study_id' has nulls (run `nast claims` on the cohort)")
     out, quarantine = build_contextual(

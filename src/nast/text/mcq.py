@@ -44,7 +44,8 @@ from typing import Any, Callable, Sequence
 import polars as pl
 
 from nast.errors import StageError
-from nast.io import quarantine_frame, read_parquet, reconcile, require_columns, write_json, write_parquet
+from nast.config import params_file
+from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_json, write_parquet
 from nast.text import templates as T
 
 log = logging.getLogger(__name__)
@@ -265,28 +266,41 @@ def run_llm_rounds(
     max_retries: int,
     make_messages: Callable[[dict[str, Any]], list[dict[str, str]]],
     accept: Callable[[dict[str, Any], str], tuple[dict[str, str] | None, list[str]]],
-) -> tuple[dict[int, tuple[dict[str, str], int]], dict[int, str]]:
+) -> tuple[dict[int, tuple[dict[str, str], int]], dict[int, str], set[int]]:
     """Ask, verify, re-ask: round r sends attempt r for every still-failing row.
 
-    ``accept(row, reply) -> (parsed, problems)``; returns ({row index: (parsed, attempts)},
-    {row index: quarantine reason}). Transport failures (after llm.max_retries) quarantine at once.
+    ``accept(row, reply) -> (parsed, problems)`` runs as each reply arrives; only accepted replies
+    are cached (a rejected one goes to the cache's rejects.jsonl and is asked again on a rerun).
+    Returns ({row index: (parsed, attempts)}, {row index: quarantine reason}, {row indices whose
+    request failed in transport after llm.max_retries}).
     """
     from nast.text.llm import LLMError
 
     done: dict[int, tuple[dict[str, str], int]] = {}
     failed: dict[int, str] = {}
+    transport: set[int] = set()
     last_problem: dict[int, str] = {}
     pending = list(range(len(rows)))
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        replies = client.complete_many([(make_messages(rows[i]), attempt) for i in pending])
+        results: dict[int, tuple[dict[str, str] | None, list[str]]] = {}
+
+        def validate(j: int, reply: str, _rows=tuple(pending)) -> str | None:
+            i = _rows[j]
+            parsed, problems = results[i] = accept(rows[i], reply)
+            if parsed is not None and not problems:
+                return None
+            return "; ".join(problems) or "unparseable reply"
+
+        replies = client.complete_many([(make_messages(rows[i]), attempt) for i in pending], validate=validate)
         still = []
         for i, reply in zip(pending, replies):
             if isinstance(reply, LLMError):
                 failed[i] = f"llm request failed (attempt {attempt}): {reply}"
+                transport.add(i)
                 continue
-            parsed, problems = accept(rows[i], reply)
+            parsed, problems = results[i]
             if parsed is not None and not problems:
                 done[i] = (parsed, attempt + 1)
             else:
@@ -298,7 +312,58 @@ def run_llm_rounds(
         pending = still
     for i in pending:
         failed[i] = f"failed verification after {max_retries + 1} attempt(s): {last_problem[i]}"
-    return done, failed
+    return done, failed, transport
+
+
+def is_credentialed(params: dict[str, Any]) -> bool:
+    """Whether the stage's rows derive from a credentialed source (params data.source: mimic)."""
+    return (params.get("data") or {}).get("source") == "mimic"
+
+
+def llm_client(params: dict[str, Any], client=None):
+    """The stage's LLM client (built from params llm.* unless given), marked credentialed for MIMIC."""
+    if client is None:
+        from nast.text.llm import LLMClient
+
+        client = LLMClient.from_params(params["llm"])
+    if is_credentialed(params):
+        client.credentialed = True
+    return client
+
+
+def check_transport(stage: str, client, transport: set[int], n_asked: int, llm: dict[str, Any]) -> None:
+    """Stop the stage (:class:`~nast.text.llm.LLMOutageError`) when questions got no reply because of
+    the server or the transport: all of them, or more than ``llm.max_failed_fraction`` of them."""
+    from nast.text.llm import outage_error
+
+    n = len(transport)
+    if n and (n >= n_asked or n > float(llm.get("max_failed_fraction", 0.0)) * n_asked):
+        raise outage_error(stage, client, n, n_asked)
+
+
+def check_kept(stage: str, summary: dict[str, Any], min_kept_fraction: float, quarantine_path) -> None:
+    """Stop the stage when fewer than ``min_kept_fraction`` of the input rows were kept (the
+    quarantine and the summary are written first, for diagnosis)."""
+    n_in, kept = summary["rows_in"], summary["rows_kept"]
+    if n_in and kept < float(min_kept_fraction) * n_in:
+        reasons = summary.get("top_quarantine_reasons") or []
+        top = "; ".join(f"{n} x {r}" for r, n in reasons[:3])
+        raise StageError(
+            f"{stage}: only {kept} of {n_in} rows kept ({kept / n_in:.0%}), below {stage}.min_kept_fraction "
+            f"{min_kept_fraction}; the reasons are in {quarantine_path} (most common: {top or 'n/a'}); "
+            "the output was not written"
+        )
+
+
+def top_reasons(qdf: pl.DataFrame, n: int = 5) -> list[tuple[str, int]]:
+    """Most common quarantine reasons, with attempt numbers and option details cut off."""
+    if not qdf.height:
+        return []
+    short = [r.split(": ", 1)[0] if r.startswith("llm request failed") else r.split(";")[0][:160]
+             for r in qdf["reason"].to_list()]
+    import collections
+
+    return collections.Counter(short).most_common(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,9 +407,7 @@ def build_mcq(perm: pl.DataFrame, params: dict[str, Any], client=None,
                                    "reason": "template option failed verification: " + "; ".join(problems)})
                 del written[i]
     elif backend == "openai":
-        if client is None:
-            from nast.text.llm import LLMClient
-            client = LLMClient.from_params(params["llm"])
+        client = llm_client(params, client)
         sub = [rows[i] for i in good]
         counter = {"checked": 0, "verified": 0}
 
@@ -365,9 +428,10 @@ def build_mcq(perm: pl.DataFrame, params: dict[str, Any], client=None,
                 problems.append(f"question stem mentions {named}")
             return parsed, problems
 
-        done, failed = run_llm_rounds(sub, client, cfg["max_retries"],
-                                      lambda r: mcq_messages(r["conditions"], {L: r[f"option_{L}"] for L in LETTERS}),
-                                      accept)
+        done, failed, transport = run_llm_rounds(
+            sub, client, cfg["max_retries"],
+            lambda r: mcq_messages(r["conditions"], {L: r[f"option_{L}"] for L in LETTERS}), accept)
+        check_transport(STAGE, client, transport, len(sub), params["llm"])
         for j, (parsed, n_att) in done.items():
             i = good[j]
             written[i] = {"question": parsed["question"], **{f"negated_{L}": parsed[L] for L in LETTERS},
@@ -377,7 +441,7 @@ def build_mcq(perm: pl.DataFrame, params: dict[str, Any], client=None,
             quarantine.append({"stage": STAGE, "key": sub[j]["study_id"], "reason": reason})
         n_checked, n_verified = counter["checked"], counter["verified"]
     else:  # schema forbids it; keep a clear message anyway
-        raise StageError(f"params.yaml: mcq.backend: unknown backend {backend!r}")
+        raise StageError(f"{params_file()}: mcq.backend: unknown backend {backend!r}")
 
     kept_idx = sorted(written)
     base = perm[kept_idx] if kept_idx else perm.clear()
@@ -401,6 +465,7 @@ def build_mcq(perm: pl.DataFrame, params: dict[str, Any], client=None,
         "share_options_verified": (n_verified / n_checked) if n_checked else None,
         "share_questions_kept": (out.height / n_in) if n_in else None,
         "attempts_histogram": {str(k): sum(1 for v in attempts.values() if v == k) for k in sorted(set(attempts.values()))},
+        "top_quarantine_reasons": top_reasons(qdf),
     }
     if client is not None:
         summary["llm"] = dict(client.stats)
@@ -441,15 +506,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    perm = read_parquet(args.permutations, "permutations table")
+    perm = read_table(args.permutations, "permutations table", params)
     require_columns(perm, PERMUTATION_COLUMNS, args.permutations)
     out, qdf, summary = build_mcq(perm, params)
     text_cols = ["question", *[f"negated_{L}" for L in LETTERS]]
-    if out.height:
-        gate_table(out, "mcq", expectations(text_cols))
-    write_parquet(out, args.out)
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
+    check_kept(STAGE, summary, params["mcq"].get("min_kept_fraction", 0.5), args.quarantine)
+    gate_table(out, "mcq", expectations(text_cols))  # on empty tables too
+    write_parquet(out, args.out)
     log.info("mcq (%s): %d questions kept, %d quarantined; %.1f%% of options verified -> %s",
              summary["backend"], summary["rows_kept"], summary["rows_quarantined"],
              100 * (summary["share_options_verified"] or 0), args.out)

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from nast.errors import StageError
-from nast.io import quarantine_frame, read_parquet, reconcile, require_columns, write_json, write_parquet, write_text
+from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_json, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     t0 = time.perf_counter()
     torch.manual_seed(int(tp["seed"]))
     out = Path(args.out)
-    bench = read_parquet(args.benchmark, "benchmark")
+    bench = read_table(args.benchmark, "benchmark", params)
     require_columns(bench, COLUMNS, args.benchmark)
     pairs, quarantine, counts = probing_pairs(bench, args.split)
     n_in = pairs.height + quarantine.height

@@ -20,6 +20,8 @@ topk_layers     yes      LoRA on the top-k CTE blocks    0       CLIP + λ claim
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,7 +51,7 @@ class MethodSpec:
 def resolve_method(method: str, params: dict[str, Any], beta: str | float | None = None) -> MethodSpec:
     """The trainer settings of a method. ``beta`` (the --beta flag, as typed) only applies to nast."""
     if method not in METHODS:
-        raise StageError(f"params.yaml / --method: unknown method {method!r} (choose from {', '.join(METHODS)})")
+        raise StageError(f"{_pf()} / --method: unknown method {method!r} (choose from {', '.join(METHODS)})")
     tp = params["train"]
     lam = float(tp["lambda_claim"])
     lam_img = float(tp.get("lambda_image", 0.0))

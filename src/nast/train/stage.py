@@ -53,6 +53,14 @@ def params_used(params: dict, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
+    """One run per output folder: a second run targeting the same --out stops at once (io.output_lock)."""
+    from nast.io import output_lock
+
+    with output_lock(args.out, "training folder"):
+        return _run(args, params)
+
+
+def _run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
     # fixed thread count: float sums (and so the weights) must not depend on the runner's env
@@ -85,8 +93,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     for p in (args.contextual, args.benchmark, args.cohort):
         if not Path(p).is_file():
             raise StageError(f"input not found: {p}")
-    contextual = pl.read_parquet(args.contextual)
-    benchmark = pl.read_parquet(args.benchmark)
+    contextual = io.read_table(args.contextual, "contextual table", params)
+    benchmark = io.read_table(args.benchmark, "benchmark", params)
     groups = caption_groups(contextual, "train", source=args.contextual)
     n_single = groups.height
     if int(tp.get("composite_claims", 0)) > 0:
@@ -116,7 +124,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
                                         "scales": scales, "scale_mode": scale_mode,
                                         "inputs": tracking.data_hash(inputs)})
     clip_caption = tp.get("clip_caption", "report")
-    cohort = pl.read_parquet(args.cohort) if clip_caption == "report" else None
+    cohort = io.read_table(args.cohort, "cohort", params) if clip_caption == "report" else None
 
     def report_captions(paths: list[str]):
         from nast.models.data import ReportCaptions
@@ -135,7 +143,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
         from nast.train.data import claim_polarity_labels
 
         if cohort is None:
-            cohort = pl.read_parquet(args.cohort)
+            cohort = io.read_table(args.cohort, "cohort", params)
         claim_labels = claim_polarity_labels(groups, cohort, source=args.cohort)
 
     curve, finished = trainer.train(
@@ -148,8 +156,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if not finished:
         return 3
 
-    torch.save(trainer.trainable_state(vl.model), out / f".{trainer.ADAPTER_FILE}.tmp")
-    os.replace(out / f".{trainer.ADAPTER_FILE}.tmp", out / trainer.ADAPTER_FILE)
+    with io.atomic_write(out / trainer.ADAPTER_FILE) as tmp:
+        torch.save(trainer.trainable_state(vl.model), tmp)
     io.write_json({"method": spec.name, "spec": spec.to_dict(), "family": vl.family,
                    "targets": info["targets"], "blocks": info["blocks"],
                    "lora": {k: tp[k] for k in ("lora_r", "lora_alpha", "lora_dropout")},

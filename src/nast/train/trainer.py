@@ -40,9 +40,10 @@ Method
 
 from __future__ import annotations
 
+from nast.config import params_file as _pf
+
 import logging
 import math
-import os
 import re
 import shutil
 from pathlib import Path
@@ -110,7 +111,7 @@ def normalize_scales(scales: list[float], how: str) -> list[float]:
     if how == "none" or not scales:
         return list(scales)
     if how != "mean":
-        raise StageError(f"params.yaml: nast.normalize must be none or mean, got {how!r}")
+        raise StageError(f"{_pf()}: nast.normalize must be none or mean, got {how!r}")
     m = sum(scales) / len(scales)
     if m <= 0:
         raise StageError("layer weights: every alpha_l^beta is 0, nothing would be trained")
@@ -327,10 +328,10 @@ def _latest_checkpoint(state_dir: Path) -> Path | None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from nast.io import atomic_write
+
+    with atomic_write(path) as tmp:  # unique temp name: two writers never share one
+        torch.save(obj, tmp)
 
 
 def train(
@@ -468,11 +469,10 @@ def train(
 
 
 def copy_file(src: str | Path, dst: str | Path) -> None:
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    from nast.io import atomic_write
+
+    with atomic_write(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def load_trained(vl, model_dir: str | Path, train_params: dict[str, Any] | None = None) -> dict[str, Any]:
