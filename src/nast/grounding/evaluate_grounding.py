@@ -213,23 +213,17 @@ def evaluate(vl, table: pl.DataFrame, cfg: dict, ev: dict) -> tuple[dict, dict]:
 
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
     """An ``.npz`` (readable by ``np.load``) with fixed zip timestamps: same arrays, same bytes
-    (``np.savez`` stamps the current time), written to a temp file and renamed."""
+    (``np.savez`` stamps the current time); written atomically."""
     import io as _io
-    import os
-    import tempfile
     import zipfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    with io.atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for name in sorted(arrays):
             buf = _io.BytesIO()
             np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
@@ -241,7 +235,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.train.trainer import load_trained
 
     cfg = params["grounding"]
-    table = io.read_parquet(args.grounding, "grounding table")
+    table = io.read_table(args.grounding, "grounding table", params)
     io.require_columns(table, TABLE_COLUMNS, args.grounding)
     if not Path(args.model_dir).is_dir():
         raise StageError(f"model folder not found: {args.model_dir}")

@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
 
     cfg = params["grounding"]
     root = Path(args.root)
-    cohort = io.read_parquet(args.cohort, "cohort")
+    cohort = io.read_table(args.cohort, "cohort", params)
     io.require_columns(cohort, COHORT_COLUMNS, args.cohort)
     box_rows = B.read_csv(args.boxes, args.box_format)
     cf_dir = Path(args.cf_dir)

@@ -142,9 +142,9 @@ def plot_examples(grounding_dir: Path, table_path: Path, methods: list[str], pat
     fig.suptitle(f"counterfactual pairs (box red, control green) and each method's {kind} map of s(I, 'X')",
                  fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from nast.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return True
