@@ -1,10 +1,15 @@
 """Shared fixtures: tiny random models of the three families, built once per session from
 tests/models/configs/ (used by tests/models and tests/trace)."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared_data (pytest runs in importlib mode)
+
+import shared_data  # noqa: E402
 
 # one thread: tiny tensors, and on a shared 2-core machine OpenMP spin-waiting makes 2 threads ~20x slower
 torch.set_num_threads(1)
@@ -36,3 +41,10 @@ def _mlflow_store_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         yield
+
+
+@pytest.fixture(scope="session")
+def openi_dev_csv() -> Path:
+    """The Open-i development sample in ../shared (tests/shared_data.py: skipped when absent, failed
+    when CI is set and ../shared/data/openi exists)."""
+    return shared_data.require(shared_data.OPENI_DEV_CSV)
