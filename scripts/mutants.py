@@ -8,9 +8,10 @@ mutant at a time there, runs the tests named for it (``pytest -x``, the copy's `
 when they pass, and *stale* when its original line is no longer in the code (the list needs
 updating: that is an error too). The unmutated tests run first and must pass.
 
-    python scripts/mutants.py [--list] [--only NAME ...] [--full] [--timeout S]
+    python scripts/mutants.py [--list] [--only NAME ...] [--tests NODE ...] [--full] [--timeout S]
 
-``--full`` runs the whole suite for every mutant (slow) instead of the named tests. Exit code 0
+``--full`` runs the whole suite for every mutant (slow) instead of the named tests; ``--tests``
+runs the given test files / node ids instead (e.g. to see that one test alone kills a mutant). Exit code 0
 when every mutant was killed, 1 when one survived, 2 for a stale site or a failing baseline.
 """
 
@@ -80,7 +81,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("bootstrap_gap_unpaired", "src/nast/evaluate/metrics.py",
            "stat = stat - other[idx].mean(axis=1)",
            "stat = stat - other[np.random.default_rng(seed + 1).integers(0, hits.size, size=idx.shape)].mean(axis=1)",
-           (ORACLE,)),
+           (METRICS, ORACLE)),
     # ---- the evaluate stage (src/nast/evaluate/stage.py)
     Mutant("gap_sign_flipped", "src/nast/evaluate/stage.py",
            'f"{prefix}_gap": M.accuracy(aff) - M.accuracy(neg),', 'f"{prefix}_gap": M.accuracy(neg) - M.accuracy(aff),',
@@ -157,6 +158,8 @@ MUTANTS: tuple[Mutant, ...] = (
            'row["claim_polarity_image_shuffled"] = _f(shuffled.get("polarity"))',
            'row["claim_polarity_image_shuffled"] = _f((e.get("claim_acc_by_foil_type") or {}).get("polarity"))',
            (REPORT,)),
+    Mutant("report_beta_runs_sorted_by_name", "src/nast/report.py",
+           'return (len(ORDER), float(m.group("beta")), name)', "return (len(ORDER), 0.0, name)", (REPORT,)),
     Mutant("report_beta_sweep_unsorted", "src/nast/report.py",
            'return pl.DataFrame(rows, schema=schema).sort("beta")', "return pl.DataFrame(rows, schema=schema)",
            (REPORT,)),
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
     ap.add_argument("--full", action="store_true", help="run the whole suite per mutant, not the named tests")
+    ap.add_argument("--tests", nargs="+", metavar="NODE", help="run these tests (files or node ids) instead")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant (default 900)")
     args = ap.parse_args(argv)
     names = [m.name for m in MUTANTS]
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nast-mutants-") as tmp:
         root = Path(tmp) / "repo"
         copy_tree(root)
-        tests_of = (lambda m: []) if args.full else (lambda m: list(m.tests))
+        tests_of = ((lambda m: []) if args.full else (lambda m: list(args.tests)) if args.tests
+                    else (lambda m: list(m.tests)))
         baseline = sorted({t for m in chosen for t in tests_of(m)})
         rc, secs, out = run_tests(root, baseline, args.timeout * 2)
         if rc != 0:

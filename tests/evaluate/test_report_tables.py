@@ -10,7 +10,7 @@ import math
 import polars as pl
 import pytest
 
-from nast.report import build, load_evals
+from nast.report import beta_sweep_table, build, load_evals
 
 RET = {"i2t_r1": 0.1, "i2t_r5": 0.3, "i2t_r10": 0.5, "t2i_r1": 0.2, "t2i_r5": 0.4, "t2i_r10": 0.6}
 
@@ -40,6 +40,7 @@ EVALS = [
           shuffled=(0.45, {"polarity": 0.4})),
     _eval("nast-beta0.5", "1000", "1000", claim=0.55, foil={"polarity": 0.5}, hits=False, ret=0.3),
     _eval("lora_uniform", "1100", "1110", claim=0.6, foil={"polarity": 0.7, "laterality": 0.7}),
+    _eval("nast-beta10.0", "1111", "1111", claim=0.65, foil={"polarity": 0.9}, hits=False, ret=0.1),
 ]
 
 
@@ -56,19 +57,22 @@ def tables(tmp_path_factory):
 
 def test_methods_in_order(tables):
     _, evals = tables
-    assert [e["method"] for e in evals] == ["zero_shot", "lora_uniform", "nast", "nast-beta0.5", "nast-beta2.0"]
+    # the beta runs by the value of beta (10 after 2), not by name
+    assert [e["method"] for e in evals] == ["zero_shot", "lora_uniform", "nast", "nast-beta0.5", "nast-beta2.0",
+                                            "nast-beta10.0"]
 
 
 def test_summary_cells(tables):
     out, _ = tables
     s = {r["method"]: r for r in pl.read_csv(out / "summary.csv").iter_rows(named=True)}
-    assert list(s) == ["zero_shot", "lora_uniform", "nast", "nast-beta0.5", "nast-beta2.0"]
+    assert list(s) == ["zero_shot", "lora_uniform", "nast", "nast-beta0.5", "nast-beta2.0", "nast-beta10.0"]
     want = {  # method: negated, affirmative, gap, gap_closed (1 - gap / zero-shot gap 0.5), claim, r5
         "zero_shot": (0.25, 0.75, 0.5, 0.0, 0.5, 0.35),
         "lora_uniform": (0.5, 0.75, 0.25, 0.5, 0.6, 0.35),
         "nast": (0.75, 0.75, 0.0, 1.0, 0.7, 0.35),
         "nast-beta0.5": (0.25, 0.25, 0.0, 1.0, 0.55, 0.3),
         "nast-beta2.0": (0.5, 0.5, 0.0, 1.0, 0.6, 0.2),
+        "nast-beta10.0": (1.0, 1.0, 0.0, 1.0, 0.65, 0.1),
     }
     for m, (neg, aff, gap, closed, claim, r5) in want.items():
         r = s[m]
@@ -107,10 +111,14 @@ def test_long_tables(tables):
     foil = pl.read_csv(out / "by_foil_type.csv")
     assert sorted(foil.filter(pl.col("method") == "zero_shot").select("foil_type", "claim_acc").rows()) == [
         ("laterality", 0.75), ("polarity", 0.5)]
-    assert foil.height == 2 + 2 + 2 + 1 + 1
+    assert foil.height == 2 + 2 + 2 + 1 + 1 + 1
     sweep = pl.read_csv(out / "beta_sweep.csv")
-    assert sweep.select("beta", "method", "mcq_negated_acc", "mcq_gap", "retrieval_r5").rows() == [
-        (0.5, "nast-beta0.5", 0.25, 0.0, 0.3), (2.0, "nast-beta2.0", 0.5, 0.0, 0.2)]
+    want = [(0.5, "nast-beta0.5", 0.25, 0.0, 0.3), (2.0, "nast-beta2.0", 0.5, 0.0, 0.2),
+            (10.0, "nast-beta10.0", 1.0, 0.0, 0.1)]
+    assert sweep.select("beta", "method", "mcq_negated_acc", "mcq_gap", "retrieval_r5").rows() == want
+    # the sweep is ordered by beta whatever order the evaluations come in
+    unsorted = beta_sweep_table(EVALS[::-1])
+    assert unsorted.select("beta", "method", "mcq_negated_acc", "mcq_gap", "retrieval_r5").rows() == want
 
 
 def test_paired_differences(tables, caplog):
@@ -131,4 +139,5 @@ def test_unpaired_methods_are_named_in_a_warning(tables, tmp_path, caplog):
     _, evals = tables
     with caplog.at_level(logging.WARNING, logger="nast.report"):
         build(evals, {}, tmp_path / "t", tmp_path / "p", n_boot=10, seed=0)
-    assert "nast-beta0.5 has no per-question hits" in caplog.text and "nast-beta2.0 has no" in caplog.text
+    for m in ("nast-beta0.5", "nast-beta2.0", "nast-beta10.0"):
+        assert f"{m} has no per-question hits" in caplog.text
