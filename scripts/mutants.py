@@ -1,7 +1,7 @@
 """Mutation run over the code that produces reported figures (``make test-mutants``; not part of CI).
 
 Each mutant below is a named, one-line bug in scoring, the shuffled-image control, metrics, the
-losses, NAST's per-block learning rates, tracking or the report tables. The run copies the
+losses, NAST's per-block learning rates, tracking, the generated benchmark text or the report tables. The run copies the
 working tree (tracked and untracked-but-not-ignored files) to a temporary folder, applies one
 mutant at a time there, runs the tests named for it (``pytest -x``, the copy's ``src`` first on
 ``PYTHONPATH``) and restores the file. A mutant is *killed* when those tests fail, *survived*
@@ -37,6 +37,7 @@ OBJECTIVE = "tests/train/test_objective.py"
 TRAINER = "tests/train/test_trainer.py"
 LOSSES = "tests/train/test_losses.py"
 TRACKING = "tests/tracking/test_tracking_stages.py"
+TEXT = "tests/text_gen/test_template_oracle.py"
 
 EVAL = (KNOWN, ORACLE)
 
@@ -145,6 +146,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("tracking_retrieval_metrics_not_logged", "src/nast/evaluate/stage.py",
            'flat.update({f"retrieval_{k}": v for k, v in result["retrieval"].items()})', "flat.update({})",
            (TRACKING,)),
+    # ---- generated benchmark text (src/nast/text/templates.py)
+    Mutant("text_absent_conditions_joined_with_and", "src/nast/text/templates.py",
+           'N=join_list([s for _, s in parts.absent], "or")))', 'N=join_list([s for _, s in parts.absent], "and")))',
+           (TEXT,)),
+    Mutant("text_affirmative_phrases_reordered", "src/nast/text/templates.py",
+           'A=join_list([normal[c] for c, _ in parts.absent], "and")))',
+           'A=join_list([normal[c] for c, _ in parts.absent][::-1], "and")))', (TEXT,)),
     # ---- report tables (src/nast/report.py)
     Mutant("report_gap_closed_inverted", "src/nast/report.py",
            'row["gap_closed"] = (1 - row["mcq_gap"] / zs_gap) if zs_gap > 0 else float("nan")',
