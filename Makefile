@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo test clean-demo help
+.PHONY: setup demo test test-mutants clean-demo help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline on the embedded demo data"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-slurm - run the demo DAG through a real one-node SLURM cluster (root, apt-get)"
 	@echo "make dvc-remote - configure a local DVC remote (DVC_REMOTE=DIR, default .dvc-remote/)"
 	@echo "make mlflow-ui  - MLflow UI on http://127.0.0.1:5000 over mlruns.db"
+	@echo "make test-mutants - plant named one-line bugs in the result-producing code, one at a time, and report survivors (slow; not CI)"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+# mutation run (scripts/mutants.py): one-line bugs in scoring, controls, losses, NAST scaling, tracking
+# and report tables, each applied alone to a temporary copy; the tests named for it must fail.
+# MUTANTS_ARGS="--only NAME" / "--full" / "--list". Not part of CI (about 15 minutes on 2 cores).
+MUTANTS_ARGS ?=
+test-mutants: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/mutants.py $(MUTANTS_ARGS)
 
 # --- orchestration: SLURM end-to-end, DVC remote, MLflow UI ------------------------------------
 .PHONY: test-slurm dvc-remote mlflow-ui

@@ -29,15 +29,36 @@ def rule_graph(extra: list[str]) -> tuple[dict[str, str], list[tuple[str, str]]]
 
 
 def stage_exists(rule: str) -> bool:
+    """True when the rule's ``nast`` stage module imports and has ``run`` + ``add_arguments``.
+
+    A stage that is not there yet (its module missing) is quietly not runnable; any other reason -
+    an unknown command, an import that fails inside an existing module (a bug, or a missing
+    dependency), a module without the stage functions - is reported on stderr with the error,
+    so a broken stage is never silently dropped from the DAG."""
     if rule == "all":
         return True
     command = rule.removesuffix("_sweep").replace("_", "-")
+    if command not in COMMANDS:
+        print(f"available_rules: rule {rule!r}: no `nast {command}` command in nast.cli.COMMANDS", file=sys.stderr)
+        return False
     module = COMMANDS[command][0]
     try:
         mod = importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - any import failure means "not there yet"
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            return False  # the stage is not written yet
+        print(f"available_rules: rule {rule!r}: {module} failed to import: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
         return False
-    return hasattr(mod, "run") and hasattr(mod, "add_arguments")
+    except Exception as exc:  # noqa: BLE001 - reported, then treated as not runnable
+        print(f"available_rules: rule {rule!r}: {module} failed to import: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return False
+    missing = [f for f in ("run", "add_arguments") if not hasattr(mod, f)]
+    if missing:
+        print(f"available_rules: rule {rule!r}: {module} has no {' / '.join(missing)}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,26 @@
 """Shared fixtures: tiny random models of the three families, built once per session from
 tests/models/configs/ (used by tests/models and tests/trace)."""
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+
+def _load_shared_data():
+    """tests/shared_data.py as the module ``shared_data`` (importable from every test and conftest;
+    pytest runs in importlib mode, and putting tests/ on sys.path would turn its folders into
+    importable namespace packages)."""
+    spec = importlib.util.spec_from_file_location("shared_data", Path(__file__).resolve().parent / "shared_data.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["shared_data"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+shared_data = _load_shared_data()
 
 # one thread: tiny tensors, and on a shared 2-core machine OpenMP spin-waiting makes 2 threads ~20x slower
 torch.set_num_threads(1)
@@ -36,3 +52,10 @@ def _mlflow_store_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         yield
+
+
+@pytest.fixture(scope="session")
+def openi_dev_csv() -> Path:
+    """The Open-i development sample in ../shared (tests/shared_data.py: skipped when absent, failed
+    when CI is set and ../shared/data/openi exists)."""
+    return shared_data.require(shared_data.OPENI_DEV_CSV)

@@ -100,10 +100,19 @@ def data_hash(paths: Iterable[str | Path]) -> str:
 GIT_STATE_EXCLUDE = (":(top,exclude)dvc.lock", ":(top,exclude,glob)**/*.dvc")
 
 
+_GIT_WARNED: set[str] = set()
+
+
 def _git(args: list[str], where) -> subprocess.CompletedProcess | None:
+    """``git ARGS`` in ``where``; None (with one warning per kind of error) when git cannot run:
+    runs are then keyed by commit "unknown" - still tracked, but not told apart by code state."""
     try:
         return subprocess.run(["git", *args], cwd=where, capture_output=True, timeout=30)
-    except Exception:  # noqa: BLE001 - no git is fine
+    except Exception as exc:  # noqa: BLE001 - no git is fine, but never silently
+        kind = type(exc).__name__
+        if kind not in _GIT_WARNED:
+            _GIT_WARNED.add(kind)
+            log.warning("MLflow tracking: git unavailable (%s: %s); runs are keyed by commit 'unknown'", kind, exc)
         return None
 
 
@@ -257,7 +266,8 @@ def log_method(
         client.set_terminated(run_id, "FINISHED")
         return run_id
     except Exception as exc:  # noqa: BLE001 - tracking must never break a stage
-        log.warning("MLflow tracking failed (%s: %s); continuing without it", type(exc).__name__, exc)
+        log.warning("MLflow tracking failed for %s (%s stage): %s: %s; continuing without it", method, stage,
+                    type(exc).__name__, exc)
         return None
 
 
@@ -281,7 +291,8 @@ def log_pipeline_artifacts(
         client.set_terminated(run_id, "FINISHED")
         return run_id
     except Exception as exc:  # noqa: BLE001
-        log.warning("MLflow tracking failed (%s: %s); continuing without it", type(exc).__name__, exc)
+        log.warning("MLflow tracking failed for the pipeline run: %s: %s; continuing without it",
+                    type(exc).__name__, exc)
         return None
 
 
@@ -291,3 +302,5 @@ def _log_artifact(client, run_id: str, path: str | Path, artifact_dir: str | Non
         client.log_artifacts(run_id, str(path), artifact_path=artifact_dir or path.name)
     elif path.is_file():
         client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
+    else:
+        log.warning("MLflow tracking: artifact not found, not logged: %s", path)

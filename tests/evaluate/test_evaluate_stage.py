@@ -38,13 +38,15 @@ def pipeline(eval_world, tmp_path_factory):
     params = yaml.safe_load(Path(f["params"]).read_text())
     params["evaluate"]["mednega_json"] = str(tmp / "mednega.json")
     (tmp / "params_mednega.yaml").write_text(yaml.safe_dump(params))
-    for method, extra in (("zero_shot", []), ("nast", ["--beta", "0.5"])):
-        name = method if not extra else "nast-beta0.5"
-        assert _cli(eval_world, "train", "--method", method, *extra, *_inputs(eval_world),
-                    "--layer-weights", f["layer_weights"], "--out", str(tmp / "models" / name)) == 0
-        world = {"files": {**f, "params": str(tmp / "params_mednega.yaml")}} if method == "zero_shot" else eval_world
-        assert _cli(world, "evaluate", "--method", name, "--model-dir", str(tmp / "models" / name),
-                    *_inputs(eval_world), "--out", str(tmp / "eval" / f"{name}.json")) == 0
+    with pytest.MonkeyPatch.context() as mp:  # module scope: set up before the autouse NAST_TRACKING=0
+        mp.setenv("NAST_TRACKING", "0")
+        for method, extra in (("zero_shot", []), ("nast", ["--beta", "0.5"])):
+            name = method if not extra else "nast-beta0.5"
+            assert _cli(eval_world, "train", "--method", method, *extra, *_inputs(eval_world),
+                        "--layer-weights", f["layer_weights"], "--out", str(tmp / "models" / name)) == 0
+            world = {"files": {**f, "params": str(tmp / "params_mednega.yaml")}} if method == "zero_shot" else eval_world
+            assert _cli(world, "evaluate", "--method", name, "--model-dir", str(tmp / "models" / name),
+                        *_inputs(eval_world), "--out", str(tmp / "eval" / f"{name}.json")) == 0
     return tmp
 
 

@@ -1,8 +1,8 @@
-"""Open-i ingest on the shared dev sample of real reports (skipped when absent)."""
+"""Open-i ingest on the shared dev sample of real reports (tests/shared_data.py: skipped when absent,
+failed instead under CI)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -12,7 +12,6 @@ from nast.conditions import CHEXPERT_COLUMNS
 from nast.ingest.cli import ingest
 from nast.ingest.openi import dicom_id_of, mesh_labels, view_of
 
-DEV = Path("/work/shared/data/openi/openi-dev-reports.csv")
 N = 40
 
 DATA = {
@@ -38,10 +37,8 @@ def test_mesh_mapping_units():
 
 
 @pytest.fixture()
-def openi_root(tmp_path):
-    if not DEV.is_file():
-        pytest.skip(f"Open-i dev sample not present: {DEV}")
-    reports = pl.read_csv(DEV, infer_schema=False).head(N)
+def openi_root(tmp_path, openi_dev_csv):
+    reports = pl.read_csv(openi_dev_csv, infer_schema=False).head(N)
     root = tmp_path / "openi"
     img_dir = root / "images" / "images_normalized"
     img_dir.mkdir(parents=True)

@@ -6,9 +6,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import shared_data
 
 REPO = Path(__file__).resolve().parents[2]
-OPENI_CSV = REPO.parent / "shared" / "data" / "openi" / "openi-dev-reports.csv"
+OPENI_CSV = shared_data.OPENI_DEV_CSV  # the one rule for ../shared (tests/shared_data.py)
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,11 @@ FINDINGS = ["pleural effusion", "pneumothorax", "edema", "atelectasis"]
 COND = ["Pleural Effusion", "Pneumothorax", "Edema", "Atelectasis"]
 
 
-def images(root: Path) -> list[str]:
+def images(root: Path, n: int = 8) -> list[str]:
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(8):
+    for i in range(n):
         arr = (rng.random((32, 32)) * 80 + 40 * (i % 4)).astype(np.uint8)
         p = root / f"d{i}.jpg"
         Image.fromarray(arr, mode="L").save(p, quality=95)
@@ -33,7 +33,12 @@ def images(root: Path) -> list[str]:
     return paths
 
 
-def tables(paths: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def tables(paths: list[str], splits: list[str] | None = None,
+           subjects: list[int] | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """``splits`` / ``subjects``: per image (default SPLITS, subject 10 + i: one image per patient)."""
+    splits = SPLITS if splits is None else splits
+    subjects = [10 + i for i in range(len(paths))] if subjects is None else subjects
+    assert len(splits) == len(subjects) == len(paths)
     cohort_rows, bench_rows, ctx_rows = [], [], []
     for i, p in enumerate(paths):
         pos = i % 4
@@ -44,8 +49,8 @@ def tables(paths: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
             labels["Edema"] = -1  # uncertain: excluded from AUROC
         f_pos, f_neg = FINDINGS[pos], FINDINGS[(pos + 1) % 4]
         cohort_rows.append({
-            "dataset": "demo", "dicom_id": f"d{i}", "subject_id": 10 + i, "study_id": 100 + i, "view": "PA",
-            "split": SPLITS[i], "image_path": p, "report_path": None,
+            "dataset": "demo", "dicom_id": f"d{i}", "subject_id": subjects[i], "study_id": 100 + i, "view": "PA",
+            "split": splits[i], "image_path": p, "report_path": None,
             "findings": f"there is {f_pos}. no {f_neg}.", "impression": f"{f_pos}." if i % 2 else None, **labels,
         })
         conds = [COND[pos], COND[(pos + 1) % 4], COND[(pos + 2) % 4]]
@@ -67,7 +72,7 @@ def tables(paths: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
             return ", ".join(c.lower() + (" present" if x else " absent") for c, x in zip(conds, v))
 
         bench_rows.append({
-            "subject_id": 10 + i, "study_id": 100 + i, "dicom_id": f"d{i}", "image_path": p, "split": SPLITS[i],
+            "subject_id": subjects[i], "study_id": 100 + i, "dicom_id": f"d{i}", "image_path": p, "split": splits[i],
             "conditions": conds, "true_labels": true, "correct": correct,
             **{f"option_{L}": vecs[L] for L in letters},
             "question": "which is true?",
@@ -80,8 +85,8 @@ def tables(paths: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
             (f"left {f_neg} absent", [(f"right {f_neg} absent", "laterality")]),
         ):
             for foil, kind in foils:
-                ctx_rows.append({"study_id": 100 + i, "subject_id": 10 + i, "dicom_id": f"d{i}", "image_path": p,
-                                 "split": SPLITS[i], "claim_id": f"{100 + i}-{cap}", "finding": f_pos,
+                ctx_rows.append({"study_id": 100 + i, "subject_id": subjects[i], "dicom_id": f"d{i}", "image_path": p,
+                                 "split": splits[i], "claim_id": f"{100 + i}-{cap}", "finding": f_pos,
                                  "caption": cap, "foil": foil, "foil_type": kind})
     cohort = pl.DataFrame(cohort_rows).with_columns([pl.col(c).cast(pl.Int8) for c in CHEXPERT_COLUMNS])
     bench = pl.DataFrame(bench_rows).with_columns(
@@ -95,11 +100,14 @@ def layer_weights(path: Path, alphas=(0.3, 0.0, 0.5, 1.0)) -> Path:
     return path
 
 
-def build(tmp: Path, family: str = "open_clip", **overrides) -> dict:
+def build(tmp: Path, family: str = "open_clip", *, splits: list[str] | None = None,
+          subjects: list[int] | None = None, **overrides) -> dict:
+    """``splits`` (one per image; its length = the number of images) and ``subjects``: see
+    :func:`tables`; ``overrides``: params sections to update."""
     from nast.models.testing import save_tiny
 
-    paths = images(tmp / "img")
-    cohort, bench, ctx = tables(paths)
+    paths = images(tmp / "img", len(splits) if splits is not None else len(SPLITS))
+    cohort, bench, ctx = tables(paths, splits, subjects)
     files = {"cohort": tmp / "cohort.parquet", "benchmark": tmp / "benchmark.parquet",
              "contextual": tmp / "contextual.parquet", "layer_weights": layer_weights(tmp / "layer_weights.csv")}
     cohort.write_parquet(files["cohort"])
