@@ -39,6 +39,10 @@ LOSSES = "tests/train/test_losses.py"
 TRACKING = "tests/tracking/test_tracking_stages.py"
 TEXT = "tests/text_gen/test_template_oracle.py"
 
+GROUND_EVAL = "tests/grounding/test_evaluate_grounding.py"
+GROUND_DATA = "tests/grounding/test_grounding_data.py"
+GROUND_PROTOCOL = "tests/grounding/test_protocol.py"
+
 EVAL = (KNOWN, ORACLE)
 
 
@@ -69,6 +73,30 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("claim_scores_wrong_caption_column", "src/nast/evaluate/scoring.py",
            'cap = [float(img[p] @ txt[c]) for p, c in zip(paths, df["caption"])]',
            'cap = [float(img[p] @ txt[c]) for p, c in zip(paths, df["foil"])]', EVAL),
+    # ---- counterfactual grounding (src/nast/grounding/)
+    Mutant("cf_neg_compares_the_wrong_way", "src/nast/grounding/metrics.py",
+           '"cf_neg": compare(s["cf_neg"], s["img_neg"]),', '"cf_neg": compare(s["img_neg"], s["cf_neg"]),',
+           (GROUND_EVAL,)),
+    Mutant("grounding_ties_count_as_wins", "src/nast/grounding/metrics.py",
+           "out = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))", "out = np.where(a >= b, 1.0, 0.0)",
+           (GROUND_EVAL,)),
+    Mutant("control_scored_on_the_counterfactual", "src/nast/grounding/evaluate_grounding.py",
+           'for name, col in (("img", "image_path"), ("cf", "cf_path"), ("ctrl", "ctrl_path")):',
+           'for name, col in (("img", "image_path"), ("cf", "cf_path"), ("ctrl", "cf_path")):', (GROUND_EVAL,)),
+    Mutant("verified_ignores_the_control", "src/nast/grounding/metrics.py",
+           "return prefers & flips & stays", "return prefers & flips", (GROUND_EVAL,)),
+    Mutant("protocol_threshold_median", "src/nast/grounding/protocol.py",
+           "mask = (s >= np.quantile(s, quantile)) & (s > 0)", "mask = (s >= np.quantile(s, 0.5)) & (s > 0)",
+           (GROUND_PROTOCOL, GROUND_EVAL)),
+    Mutant("protocol_4_connected", "src/nast/grounding/protocol.py",
+           "label(mask, connectivity=2)", "label(mask, connectivity=1)", (GROUND_PROTOCOL,)),
+    Mutant("twin_pasted_whole", "src/nast/grounding/edits.py",
+           "out[y0:y1, x0:x1] = other[y0:y1, x0:x1]", "out[:, :] = other", (GROUND_DATA,)),
+    Mutant("ms_cxr_box_not_rescaled", "src/nast/grounding/boxes.py",
+           "    if rw is None or rh is None or (rw == w and rh == h):", "    if True:", (GROUND_DATA,)),
+    Mutant("control_may_touch_a_finding", "src/nast/grounding/edits.py",
+           "        ok &= ~((gx < ax1) & (ax0 < gx + bw) & (gy < ay1) & (ay0 < gy + bh))", "        pass",
+           (GROUND_DATA,)),
     # ---- metric definitions (src/nast/evaluate/metrics.py)
     Mutant("claim_group_any_instead_of_all", "src/nast/evaluate/metrics.py",
            "group_hits = [all(ws) for ws in by_group.values()]", "group_hits = [any(ws) for ws in by_group.values()]",

@@ -65,7 +65,10 @@ def grounding_world(tmp_path_factory):
         rel = f"files/p10/p1000{i}/s5000{i}/{dicom}.png"
         path = write_png(with_blob(bg, box), data / rel)
         twin_rel = f"twins/{dicom}__{finding.lower().replace(' ', '-')}.png"
-        write_png(bg, data / twin_rel)
+        # the twin differs from the source a little everywhere (as a re-encoded JPEG does): only its
+        # box may enter the counterfactual
+        jitter = np.random.default_rng(100 + i).integers(-3, 4, bg.shape)
+        write_png(np.clip(bg.astype(int) + jitter, 0, 255).astype(np.uint8), data / twin_rel)
         cohort_rows.append({"dicom_id": dicom, "study_id": 50000 + i, "subject_id": 10000 + i, "split": split,
                             "view": "PA", "image_path": path})
         x0, y0, x1, y1 = box
