@@ -159,7 +159,7 @@ def evaluate(df: pl.DataFrame, claims: pl.DataFrame | None = None) -> dict:
 
     t0 = time.perf_counter()
     if claims is None:
-        claims, _ = extract_claims(df.with_columns(pl.col("uid").cast(pl.Utf8)), "uid", TEXT_COLS)
+        claims, _, _ = extract_claims(df.with_columns(pl.col("uid").cast(pl.Utf8)), "uid", TEXT_COLS)
     seconds = time.perf_counter() - t0
     pos = claims.filter(pl.col("polarity") == "positive")
     pred: dict[str, set[str]] = defaultdict(set)

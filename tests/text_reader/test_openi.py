@@ -25,7 +25,7 @@ MARGIN = 0.03
 @pytest.fixture(scope="module")
 def heldout(eval_module, nlp):
     df = eval_module.split_frame(pl.read_csv(OPENI_CSV, infer_schema_length=0), "heldout")
-    claims, _ = extract_claims(df, "uid", eval_module.TEXT_COLS, source=OPENI_CSV)
+    claims, _, _ = extract_claims(df, "uid", eval_module.TEXT_COLS, source=OPENI_CSV)
     return df, claims
 
 
