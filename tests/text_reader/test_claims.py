@@ -36,7 +36,7 @@ def test_extract_claims_rows_and_counts(nlp):
         ("r1", "Pleural Effusion", "positive", "left", "small"),  # the impression: pseudo-negation
         ("r3", "Cardiomegaly", "negative", None, None),
         ("r3", "Lung Opacity", "positive", "right lower", None),
-        ("r3", "Atelectasis", "uncertain", None, None),
+        ("r3", "Atelectasis", "uncertain", "right", None),  # the side travels along "may represent"
     ]
     assert claims["evidence"][1] == "No pneumothorax."
 

@@ -40,8 +40,21 @@ Method
    hedged/hypothetical → ``uncertain``, else ``positive``. Negation wins over a hedge inside its scope
    ("no definite consolidation" is negative) except that the dedicated "cannot exclude" cues are
    themselves hedges.
-4. ``check(text, conditions)`` aggregates mentions per condition the CheXpert way: present beats
-   uncertain beats absent; a condition never mentioned is ``None``.
+4. **Sentence rules** (:func:`mentions_from_doc`), after ConText:
+
+   - one polarity per finding and sentence: a hedged mention makes the positive mentions of the
+     same finding in its sentence uncertain ("blunting of the right costophrenic sulcus could be
+     secondary to a small effusion versus scarring" is an uncertain effusion, not also a positive
+     one); for the descriptive Lung Opacity the seen opacity wins instead ("opacity, may represent
+     infiltrate" is a present opacity);
+   - a side travels along a link: a lateral finding with no side word of its own takes the side of
+     the mention just before it in the sentence when only a coordination or a link ("consistent
+     with", "compatible with", "may represent", "due to"...) lies between them ("left lower lobe
+     atelectasis infiltrate and effusion", "blunting of the right costophrenic angle, consistent
+     with a small effusion"); :data:`SIDE_LINK`.
+5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
+   absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` uses
+   CheXpert's uncertain-beats-positive order, :mod:`nast.text.label`).
 
 One ``nlp`` object per process (``get_nlp()`` is cached); ``medspacy.load(medspacy_enable=[...])`` builds a blank
 English pipeline, nothing is downloaded.
@@ -222,16 +235,56 @@ def _location(laterality: str | None, zone: str | None) -> str | None:
     return " ".join(parts) or None
 
 
+#: Descriptive findings: what is seen is present whatever it may represent, so within a sentence a
+#: positive mention makes the hedged ones positive ("right basilar opacity may represent
+#: infiltrate" is a present Lung Opacity). For every other finding a hedge wins in its sentence.
+OBSERVATION_FINDINGS = frozenset({"Lung Opacity"})
+#: Findings that have a side: a side word can be carried to them along a link (below).
+LATERAL_FINDINGS = frozenset({
+    "Atelectasis", "Consolidation", "Lung Lesion", "Lung Opacity", "Pleural Effusion", "Pleural Other",
+    "Pneumonia", "Pneumothorax",
+})
+_ADJ = (r"(?:(?:a|an|the|some|small|mild|minimal|minor|trace|tiny|moderate|large|associated|adjacent|"
+        r"patchy|focal|subsegmental|possible|probable|likely|early|developing|underlying|residual|"
+        r"loculated|layering|posterior|lateral|medial|anterior)\s+){0,3}")
+#: The text between two mentions of one sentence that lets the first one's side reach the second:
+#: a coordination ("left lower lobe atelectasis[,] infiltrate and effusion") or a link that names
+#: what the first finding is ("blunting of the right costophrenic angle, consistent with a small
+#: effusion", "left basilar opacity compatible with some effusion", "... may represent atelectasis").
+SIDE_LINK = re.compile(
+    r"\s*(?:[,/]\s*)?(?:(?:and|or|with|and/or|plus)\s+)?" + _ADJ + r"|"
+    r"\s*,?\s*(?:(?:which|that)\s+)?(?:(?:is|are|may be|could be|likely|most likely|probably|possibly|"
+    r"most|also|again)\s+)*(?:consistent with|compatible with|suggestive of|suspicious for|"
+    r"concerning for|representing|represents?|reflecting|reflects?|due to|secondary to|related to|"
+    r"(?:may|might|could|can)\s+(?:also\s+)?(?:represent|reflect|be(?:\s+(?:due|secondary|related)\s+to)?)"
+    r")\s+(?:(?:a|an)\s+)?" + _ADJ,
+    re.I,
+)
+
+
 def mentions_from_doc(doc) -> list[Mention]:
-    out: list[Mention] = []
+    """Mentions of one parsed doc, after two sentence-level rules (see the module docstring):
+
+    * **one polarity per finding and sentence**: when a finding is uncertain somewhere in a sentence,
+      its positive mentions in that sentence become uncertain too ("blunting of the right
+      costophrenic sulcus could be secondary to a small effusion versus scarring" is an uncertain
+      effusion), except for the descriptive :data:`OBSERVATION_FINDINGS`, where the seen thing
+      makes the hedged mentions positive instead ("opacity, may represent infiltrate");
+    * **a side travels along a link**: a lateral finding without a side word of its own takes the
+      side of the mention just before it in the sentence when only :data:`SIDE_LINK` text lies
+      between them.
+    """
+    recs: list[dict] = []
     for ent in doc.ents:
         label = ent.label_
         if label == LOOKALIKE:
+            recs.append({"ent": ent, "lookalike": True})
             continue
         cats: dict[str, list] = {}
         for mod in ent._.modifiers:
             cats.setdefault(mod.category, []).append(mod)
         if "HISTORICAL" in cats or "FAMILY" in cats:
+            recs.append({"ent": ent, "lookalike": True})
             continue
         fixed = (ent._.target_rule.metadata or {}).get("polarity") if ent._.target_rule else None
         if fixed:
@@ -246,16 +299,46 @@ def mentions_from_doc(doc) -> list[Mention]:
         for cat in ATTRIBUTE_CATEGORIES:
             if cat in cats and cat not in attrs:
                 attrs[cat] = cats[cat][0].rule.metadata.get("norm")
+        sent = ent.sent
+        recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
+                     "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
+                     "evidence": sent.text.strip() if sent is not None else ent.text})
+
+    # a hedge wins in its sentence
+    hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain" for f in r["findings"]}
+    seen = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "positive" for f in r["findings"]}
+    # a side travels along a link (left to right, so it passes along a list)
+    prev = None
+    for r in recs:
+        if (prev is not None and not prev["lookalike"] and not r["lookalike"] and r["sent"] == prev["sent"]
+                and "LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS):
+            side = prev["attrs"].get("LATERALITY")
+            if not side and (prev["attrs"].get("ZONE") or "").startswith("bilateral "):
+                side = "bilateral"  # bibasilar, biapical
+            if side and SIDE_LINK.fullmatch(doc.text[prev["ent"].end_char:r["ent"].start_char]):
+                r["attrs"]["LATERALITY"] = side
+        prev = r
+
+    out: list[Mention] = []
+    for r in recs:
+        if r["lookalike"]:
+            continue
+        ent, attrs = r["ent"], r["attrs"]
         location = _location(attrs.get("LATERALITY"), attrs.get("ZONE"))
-        evidence = ent.sent.text.strip() if ent.sent is not None else ent.text
-        for finding in label.split("|"):
+        for finding in r["findings"]:
+            polarity = r["polarity"]
+            if not r["fixed"] and polarity != "negative":
+                if finding in OBSERVATION_FINDINGS:
+                    polarity = "positive" if (r["sent"], finding) in seen else polarity
+                elif (r["sent"], finding) in hedged:
+                    polarity = "uncertain"
             out.append(
                 Mention(
                     finding=finding,
                     polarity=polarity,
                     location=location,
                     severity=attrs.get("SEVERITY"),
-                    evidence=evidence,
+                    evidence=r["evidence"],
                     start_char=ent.start_char,
                     text=ent.text,
                 )
