@@ -9,11 +9,14 @@ order and spelling of ``mimic-cxr-2.0.0-chexpert.csv`` with the values ``1.0`` (
 (negative), ``-1.0`` (uncertain) and blank (not mentioned), so ``nast ingest`` and every later stage
 read it unchanged (``--id-col subject_id,study_id`` writes exactly the MIMIC layout).
 
-Aggregation (the CheXpert labeler's conventions), per report over all mentions of all its text
+Aggregation (CheXpert-style), per report over all mentions of all its text
 columns:
 
 * a condition is **-1** when any mention is uncertain, else **1** when any is positive, else **0**
-  when any is negative, else blank (uncertain beats positive beats negative);
+  when any is negative, else blank (uncertain beats positive beats negative, as issue 17 specifies;
+  ``--precedence chexpert`` gives what the CheXpert labeler's ``aggregate.py`` actually does:
+  positive beats uncertain beats negative). Within one *sentence* the reader has already settled a
+  finding to one polarity (:func:`nast.text.polarity.mentions_from_doc`);
 * **No Finding** is 1 when no condition other than Support Devices is 1 or -1, else blank (it is
   never 0). A report needs text to be labelled at all (see below).
 
@@ -49,25 +52,40 @@ NO_FINDING = "No Finding"
 #: Conditions that do not cancel No Finding when present (CheXpert: support devices only).
 NO_FINDING_IGNORES = frozenset({"Support Devices"})
 _STATE_OF_POLARITY = {"positive": POSITIVE, "negative": NEGATIVE, "uncertain": UNCERTAIN}
-#: Precedence within a report: uncertain > positive > negative.
-_RANK = {UNCERTAIN: 3, POSITIVE: 2, NEGATIVE: 1}
+#: Precedence of the states of one condition within a report (higher wins). ``uncertain-first``
+#: (the default, as specified in issue 17): any hedged mention makes the condition -1.
+#: ``chexpert``: what the CheXpert labeler's ``aggregate.py`` does (uncertain + positive -> positive,
+#: negative + uncertain -> uncertain, negative + positive -> positive), i.e. how the labels of
+#: ``mimic-cxr-2.0.0-chexpert.csv`` were aggregated.
+PRECEDENCE: dict[str, dict[int, int]] = {
+    "uncertain-first": {UNCERTAIN: 3, POSITIVE: 2, NEGATIVE: 1},
+    "chexpert": {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1},
+}
+DEFAULT_PRECEDENCE = "uncertain-first"
 
 
-def chexpert_labels(mentions: Iterable) -> dict[str, int | None]:
+def chexpert_labels(mentions: Iterable, precedence: str = DEFAULT_PRECEDENCE) -> dict[str, int | None]:
     """The 14 CheXpert labels (1, 0, -1, None) of one report from its mentions (``.finding``, ``.polarity``)."""
+    rank = _rank(precedence)
     out: dict[str, int | None] = {c: None for c in CHEXPERT_COLUMNS}
     for m in mentions:
         if m.finding not in out or m.finding == NO_FINDING:
             continue
         state = _STATE_OF_POLARITY[m.polarity]
         current = out[m.finding]
-        if current is None or _RANK[state] > _RANK[current]:
+        if current is None or rank[state] > rank[current]:
             out[m.finding] = state
     findings = any(
         out[c] in (POSITIVE, UNCERTAIN) for c in CHEXPERT_COLUMNS if c != NO_FINDING and c not in NO_FINDING_IGNORES
     )
     out[NO_FINDING] = None if findings else POSITIVE
     return out
+
+
+def _rank(precedence: str) -> dict[int, int]:
+    if precedence not in PRECEDENCE:
+        raise StageError(f"unknown precedence {precedence!r} (choose from {', '.join(PRECEDENCE)})")
+    return PRECEDENCE[precedence]
 
 
 def label_schema(id_cols: list[str]) -> dict[str, pl.DataType]:
@@ -80,6 +98,7 @@ def label_reports(
     text_cols: list[str],
     *,
     max_chars: int = DEFAULT_MAX_CHARS,
+    precedence: str = DEFAULT_PRECEDENCE,
     source: str | Path = "<table>",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Label every readable row of ``df`` (pure).
@@ -92,6 +111,7 @@ def label_reports(
     """
     from nast.text.polarity import extract_mentions_many
 
+    _rank(precedence)
     if not id_cols:
         raise StageError("--id-col: give at least one column name")
     if not text_cols:
@@ -112,14 +132,14 @@ def label_reports(
         if k and k % step == 0:
             log.info("label: read %d/%d report sections", k, len(texts))
         per_report[k // n_cols].extend(mentions)
-    label_rows = [chexpert_labels(m) for m in per_report]
+    label_rows = [chexpert_labels(m, precedence) for m in per_report]
     data = {c: [vals[r] for r in rows] for c, vals in zip(id_cols, id_values)}
     data.update({c: [lab[c] for lab in label_rows] for c in CHEXPERT_COLUMNS})
     labels = pl.DataFrame(data, schema=label_schema(id_cols))
     quarantine = screened.quarantine
     reconcile(STAGE, df.height, labels.height, quarantine.height)
     stats = label_stats(labels)
-    stats.update({"rows_in": df.height, "quarantined": quarantine.height,
+    stats.update({"precedence": precedence, "rows_in": df.height, "quarantined": quarantine.height,
                   "quarantined_by_reason": dict(sorted(screened.reasons.items()))})
     return labels, quarantine, stats
 
@@ -172,6 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows that could not be labelled (stage,key,reason,source); default OUT.quarantine.csv")
     parser.add_argument("--max-chars", type=int, default=None,
                         help="longest readable section in characters (default params claims.max_chars, at most 1,000,000)")
+    parser.add_argument("--precedence", choices=sorted(PRECEDENCE), default=DEFAULT_PRECEDENCE,
+                        help="which state wins when a report has several for one condition: uncertain-first "
+                             "(default: -1 > 1 > 0) or chexpert (the CheXpert labeler's 1 > -1 > 0)")
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
@@ -184,7 +207,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
         raise StageError(f"--out must end in .csv or .csv.gz: {out}")
     df = read_report_csv(args.input)
     labels, quarantine, stats = label_reports(df, id_cols, text_cols, max_chars=max_chars_of(args, params),
-                                              source=args.input)
+                                              precedence=args.precedence, source=args.input)
     qpath = Path(args.quarantine) if args.quarantine else default_quarantine_path(out, ".csv")
     _write_csv_text(to_chexpert_csv(labels), out)
     write_text(quarantine.write_csv(), qpath)
