@@ -61,6 +61,13 @@ CASES = [
     ("Right upper lobe cavity, consistent with prior tuberculous infection.", {"Pneumonia": None}),
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
+    ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    ("Underlying atelectasis is suspected.", {"Atelectasis": "uncertain"}),
+    ("Suspicion for small bilateral pleural effusions.", {"Pleural Effusion": "uncertain"}),
+    ("Visualized XXXX of the chest XXXX are within normal limits.", {"Support Devices": None}),
+    ("There is an IVC XXXX identified.", {"Support Devices": "present"}),
+    ("No evidence of pleural effusion.. Left basilar atelectasis noted.", {"Pleural Effusion": "absent",
+                                                                          "Atelectasis": "present"}),
     # resolution and removal are absence
     ("Interval resolution of the right pneumothorax.", {"Pneumothorax": "absent"}),
     ("The left pleural effusion has resolved.", {"Pleural Effusion": "absent"}),
@@ -139,6 +146,14 @@ def test_location_and_severity_are_normalised(nlp, text, finding, location, seve
         ("Blunting of the right costophrenic angle, consistent with a small effusion.", {"Pleural Effusion": "right"}),
         ("Left basilar opacity compatible with some effusion.", {"Lung Opacity": "left", "Pleural Effusion": "left"}),
         ("Right lower lobe opacity may represent atelectasis.", {"Lung Opacity": "right", "Atelectasis": "right"}),
+        # Open-i's XXXX placeholder and a few words in between do not stop it; a negation does
+        ("XXXX opacities in the left lung base, XXXX atelectasis.", {"Lung Opacity": "left", "Atelectasis": "left"}),
+        ("Stable opacity in the left base, likely scarring or atelectasis.", {"Atelectasis": "left"}),
+        ("Left basilar opacity without atelectasis.", {"Atelectasis": None}),
+        ("Left basilar opacity, but right atelectasis.", {"Atelectasis": "right"}),
+        # plural pleural findings and "lung bases" are bilateral
+        ("Small pleural effusions.", {"Pleural Effusion": "bilateral"}),
+        ("Atelectasis in the lung bases.", {"Atelectasis": "bilateral"}),
         # a side word of its own wins; a finding without a side takes none
         ("Right upper lobe opacity and small left effusion.", {"Lung Opacity": "right", "Pleural Effusion": "left"}),
         ("Left pleural effusion and cardiomegaly.", {"Pleural Effusion": "left", "Cardiomegaly": None}),

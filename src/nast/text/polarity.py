@@ -51,7 +51,8 @@ Method
      the mention just before it in the sentence when only a coordination or a link ("consistent
      with", "compatible with", "may represent", "due to"...) lies between them ("left lower lobe
      atelectasis infiltrate and effusion", "blunting of the right costophrenic angle, consistent
-     with a small effusion"); :data:`SIDE_LINK`.
+     with a small effusion"); :func:`side_link`. A plural pleural finding without a side word
+     ("small effusions") is bilateral, and so are "lung bases" and "apices" (``data/modifiers.csv``).
 5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
    absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` uses
    CheXpert's uncertain-beats-positive order, :mod:`nast.text.label`).
@@ -199,6 +200,8 @@ def normalise_text(text: str | None) -> str:
     text = _PLACEHOLDER.sub("XXXX", str(text))
     # a sentence glued to the next one ("apex.There are") gets its missing space back
     text = re.sub(r"([a-z])\.([A-Z][a-z])", r"\1. \2", text)
+    # a doubled full stop ("effusion.. Left") is one sentence end, not an abbreviation
+    text = re.sub(r"(?<=\w)\.{2,}(?=\s|$)", ".", text)
     return _WS.sub(" ", text).strip()
 
 
@@ -262,6 +265,34 @@ SIDE_LINK = re.compile(
 )
 
 
+#: A plural pleural finding without a side word is on both sides ("small pleural effusions").
+_PLURAL_BILATERAL = re.compile(r"\b(?:effusions|pneumothoraces)$", re.I)
+_GAP_WORD = re.compile(r"[A-Za-z]+(?:[-/][A-Za-z]+)*")
+_GAP_STOP = re.compile(
+    r"[;:]|\b\d+\.\s|\b(?:no|not|without|negative|free|but|however|although|though|while|whereas|except|"
+    r"otherwise|contralateral|opposite|elsewhere|other|heart|cardiac|mediastinum|mediastinal)\b", re.I)
+_SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "bilateral", "bilaterally": "bilateral",
+               "both": "bilateral", "bibasilar": "bilateral", "biapical": "bilateral"}
+#: Words of a location phrase ("in the left lung base") that do not count towards the gap.
+_LOCATION_WORDS = frozenset({"in", "at", "of", "the", "left", "right", "bilateral", "both", "lung", "lungs", "base",
+                             "bases", "lobe", "lobes", "upper", "lower", "middle", "apex", "apical", "basilar", "zone"})
+#: At most this many words between two mentions for a side to travel between them.
+SIDE_GAP_WORDS = 6
+
+
+def side_link(gap: str, side: str) -> bool:
+    """True when ``side`` (of the mention before ``gap``) reaches the mention after it: the gap is a
+    :data:`SIDE_LINK`, or any short gap (at most :data:`SIDE_GAP_WORDS` words besides location words
+    such as "in the left lung base"; Open-i's ``XXXX`` placeholders count as words) without a negation, a contrast ("but", "contralateral"), a list
+    number, a semicolon, another organ, or a side word other than ``side``."""
+    if SIDE_LINK.fullmatch(gap):
+        return True
+    words = _GAP_WORD.findall(gap)
+    if sum(w.lower() not in _LOCATION_WORDS for w in words) > SIDE_GAP_WORDS or _GAP_STOP.search(gap):
+        return False
+    return all(_SIDE_WORDS.get(w.lower(), side) == side for w in words)
+
+
 def mentions_from_doc(doc) -> list[Mention]:
     """Mentions of one parsed doc, after two sentence-level rules (see the module docstring):
 
@@ -299,6 +330,8 @@ def mentions_from_doc(doc) -> list[Mention]:
         for cat in ATTRIBUTE_CATEGORIES:
             if cat in cats and cat not in attrs:
                 attrs[cat] = cats[cat][0].rule.metadata.get("norm")
+        if "LATERALITY" not in attrs and _PLURAL_BILATERAL.search(ent.text):
+            attrs["LATERALITY"] = "bilateral"  # "small effusions": one on each side
         sent = ent.sent
         recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
                      "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
@@ -315,7 +348,7 @@ def mentions_from_doc(doc) -> list[Mention]:
             side = prev["attrs"].get("LATERALITY")
             if not side and (prev["attrs"].get("ZONE") or "").startswith("bilateral "):
                 side = "bilateral"  # bibasilar, biapical
-            if side and SIDE_LINK.fullmatch(doc.text[prev["ent"].end_char:r["ent"].start_char]):
+            if side and side_link(doc.text[prev["ent"].end_char:r["ent"].start_char], side):
                 r["attrs"]["LATERALITY"] = side
         prev = r
 
