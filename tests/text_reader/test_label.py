@@ -149,3 +149,24 @@ def test_cli_structural_errors(tmp_path, params_path, capsys):
 def test_max_chars_bounds(max_chars):
     with pytest.raises(Exception, match="max_chars"):
         label_reports(_frame({"x": HAND_LABELLED["r1"]}), ["rid"], ["findings", "impression"], max_chars=max_chars)
+
+
+def test_workers_and_repeated_sections_give_the_same_labels(nlp, monkeypatch):
+    import nast.text.label as label_mod
+
+    frame = _frame({**HAND_LABELLED, **{f"{k}-again": v for k, v in HAND_LABELLED.items()}})
+    serial, _, _ = label_reports(frame, ["rid"], ["findings", "impression"])
+    monkeypatch.setattr(label_mod, "MIN_PARALLEL_SECTIONS", 0)
+    monkeypatch.setattr(label_mod, "CHUNK", 3)
+    forked, _, _ = label_reports(frame, ["rid"], ["findings", "impression"], workers=2)
+    assert forked.equals(serial)
+    for row in forked.iter_rows(named=True):
+        assert {c: row[c] for c in CHEXPERT_COLUMNS} == _expected(row["rid"].removesuffix("-again")), row["rid"]
+
+
+def test_chexpert_precedence_is_the_labelers():
+    """--precedence chexpert: chexpert-labeler's aggregate.py (positive > uncertain > negative)."""
+    pairs = [("Edema", "uncertain"), ("Edema", "positive"), ("Fracture", "uncertain"), ("Fracture", "negative")]
+    got = chexpert_labels([M(finding=f, polarity=p) for f, p in pairs], "chexpert")
+    assert (got["Edema"], got["Fracture"]) == (1, -1)
+    assert chexpert_labels(pairs)["Edema"] == -1  # the default, uncertain-first

@@ -65,16 +65,18 @@ DEFAULT_PRECEDENCE = "uncertain-first"
 
 
 def chexpert_labels(mentions: Iterable, precedence: str = DEFAULT_PRECEDENCE) -> dict[str, int | None]:
-    """The 14 CheXpert labels (1, 0, -1, None) of one report from its mentions (``.finding``, ``.polarity``)."""
+    """The 14 CheXpert labels (1, 0, -1, None) of one report from its mentions (objects with
+    ``.finding`` and ``.polarity``, or ``(finding, polarity)`` pairs)."""
     rank = _rank(precedence)
     out: dict[str, int | None] = {c: None for c in CHEXPERT_COLUMNS}
     for m in mentions:
-        if m.finding not in out or m.finding == NO_FINDING:
+        finding, polarity = (m.finding, m.polarity) if hasattr(m, "finding") else m
+        if finding not in out or finding == NO_FINDING:
             continue
-        state = _STATE_OF_POLARITY[m.polarity]
-        current = out[m.finding]
+        state = _STATE_OF_POLARITY[polarity]
+        current = out[finding]
         if current is None or rank[state] > rank[current]:
-            out[m.finding] = state
+            out[finding] = state
     findings = any(
         out[c] in (POSITIVE, UNCERTAIN) for c in CHEXPERT_COLUMNS if c != NO_FINDING and c not in NO_FINDING_IGNORES
     )
@@ -88,6 +90,55 @@ def _rank(precedence: str) -> dict[int, int]:
     return PRECEDENCE[precedence]
 
 
+#: Below this many distinct sections the reading stays in-process (a pool costs more than it saves).
+MIN_PARALLEL_SECTIONS = 2000
+CHUNK = 1000
+
+
+def _read_chunk(texts: list[str]) -> list[tuple[tuple[str, str], ...]]:
+    from nast.text.polarity import extract_mentions_many
+
+    return [tuple((m.finding, m.polarity) for m in ms) for ms in extract_mentions_many(texts, batch_size=256)]
+
+
+def resolve_workers(n: int) -> int:
+    """``--workers`` -> process count (0 = one per CPU core available to this process)."""
+    if n and n > 0:
+        return int(n)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def read_sections(texts: list[str | None], workers: int = 1) -> list[tuple[tuple[str, str], ...]]:
+    """(finding, polarity) of every mention of every text, in order.
+
+    Each distinct text is read once (MIMIC-CXR repeats impressions such as "No acute
+    cardiopulmonary process." thousands of times; the reading is deterministic, so the result is the
+    same). With ``workers > 1`` the distinct texts are read in chunks by forked worker processes.
+    """
+    from nast.text.polarity import get_nlp
+
+    unique = list(dict.fromkeys(t for t in texts if t and t.strip()))
+    workers = resolve_workers(workers)
+    get_nlp()  # built once here, inherited by forked workers
+    if workers <= 1 or len(unique) < MIN_PARALLEL_SECTIONS:
+        parts = [_read_chunk(unique[i: i + CHUNK]) for i in range(0, len(unique), CHUNK)]
+    else:
+        import multiprocessing
+
+        chunks = [unique[i: i + CHUNK] for i in range(0, len(unique), CHUNK)]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = []
+            for k, part in enumerate(pool.imap(_read_chunk, chunks, chunksize=1)):
+                parts.append(part)
+                if len(chunks) >= 10 and (k + 1) % max(1, len(chunks) // 10) == 0:
+                    log.info("label: read %d/%d distinct sections", min((k + 1) * CHUNK, len(unique)), len(unique))
+    found = dict(zip(unique, (x for part in parts for x in part)))
+    return [found.get(t, ()) if t else () for t in texts]
+
+
 def label_schema(id_cols: list[str]) -> dict[str, pl.DataType]:
     return {**{c: pl.Utf8 for c in id_cols}, **{c: pl.Int8 for c in CHEXPERT_COLUMNS}}
 
@@ -99,6 +150,7 @@ def label_reports(
     *,
     max_chars: int = DEFAULT_MAX_CHARS,
     precedence: str = DEFAULT_PRECEDENCE,
+    workers: int = 1,
     source: str | Path = "<table>",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Label every readable row of ``df`` (pure).
@@ -109,8 +161,6 @@ def label_reports(
     (``rows_in``, ``labelled``, ``quarantined``, ``quarantined_by_reason``, ``with_negative``
     (reports with at least one 0), per condition the count of each state).
     """
-    from nast.text.polarity import extract_mentions_many
-
     _rank(precedence)
     if not id_cols:
         raise StageError("--id-col: give at least one column name")
@@ -124,14 +174,10 @@ def label_reports(
     rows = [r for r in range(df.height) if screened.keep[r]]
     columns = [df[c].cast(pl.Utf8).to_list() for c in text_cols]
     id_values = [df[c].cast(pl.Utf8).str.strip_chars().to_list() for c in id_cols]
-    texts = [col[r] for r in rows for col in columns]
-    per_report: list[list] = [[] for _ in rows]
-    step = max(500, len(texts) // 10)
+    sections = [[col[r] for col in columns] for r in rows]
+    read = read_sections([t for sec in sections for t in sec], workers=workers)
     n_cols = len(columns)
-    for k, mentions in enumerate(extract_mentions_many(texts)):
-        if k and k % step == 0:
-            log.info("label: read %d/%d report sections", k, len(texts))
-        per_report[k // n_cols].extend(mentions)
+    per_report = [[m for j in range(n_cols) for m in read[i * n_cols + j]] for i in range(len(sections))]
     label_rows = [chexpert_labels(m, precedence) for m in per_report]
     data = {c: [vals[r] for r in rows] for c, vals in zip(id_cols, id_values)}
     data.update({c: [lab[c] for lab in label_rows] for c in CHEXPERT_COLUMNS})
@@ -192,6 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows that could not be labelled (stage,key,reason,source); default OUT.quarantine.csv")
     parser.add_argument("--max-chars", type=int, default=None,
                         help="longest readable section in characters (default params claims.max_chars, at most 1,000,000)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="reader processes (default 1; 0 = one per available CPU core)")
     parser.add_argument("--precedence", choices=sorted(PRECEDENCE), default=DEFAULT_PRECEDENCE,
                         help="which state wins when a report has several for one condition: uncertain-first "
                              "(default: -1 > 1 > 0) or chexpert (the CheXpert labeler's 1 > -1 > 0)")
@@ -207,7 +255,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
         raise StageError(f"--out must end in .csv or .csv.gz: {out}")
     df = read_report_csv(args.input)
     labels, quarantine, stats = label_reports(df, id_cols, text_cols, max_chars=max_chars_of(args, params),
-                                              precedence=args.precedence, source=args.input)
+                                              precedence=args.precedence, workers=args.workers,
+                                              source=args.input)
     qpath = Path(args.quarantine) if args.quarantine else default_quarantine_path(out, ".csv")
     _write_csv_text(to_chexpert_csv(labels), out)
     write_text(quarantine.write_csv(), qpath)
