@@ -157,6 +157,7 @@ def test_cohort_claims_quarantines_oversized_study(nlp):
     cohort = tiny_cohort().with_columns(
         pl.when(pl.col("study_id") == 12).then(pl.lit("y" * 100)).otherwise(pl.col("findings")).alias("findings")
     )
-    claims, quarantine, stats = cohort_claims(cohort, ["findings", "impression"], max_chars=80)
+    claims, quarantine, stats = cohort_claims(cohort, ["findings", "impression"], "cohort.parquet", max_chars=80)
     assert quarantine["key"].to_list() == ["12"] and set(quarantine["stage"]) == {"claims"}
+    assert quarantine["source"].to_list() == ["cohort.parquet"]
     assert set(claims["study_id"]) == {11, 22} and stats["rows_quarantined"] == 1

@@ -72,6 +72,7 @@ def extract_claims(
     *,
     max_chars: int = DEFAULT_MAX_CHARS,
     stage: str = "extract_claims",
+    row_in_source: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     """Claims of every readable row of ``df`` (pure: frame in, frames out).
 
@@ -86,7 +87,8 @@ def extract_claims(
     """
     from nast.text.polarity import extract_mentions_many
 
-    screened = screen_reports(df, [id_col], text_cols, stage=stage, max_chars=max_chars, source=source)
+    screened = screen_reports(df, [id_col], text_cols, stage=stage, max_chars=max_chars, source=source,
+                              row_in_source=row_in_source)
     ids = screened.ids
     columns = [df[c].cast(pl.Utf8).to_list() for c in text_cols]
     read_rows = [row for row in range(df.height) if screened.keep[row]]

@@ -54,7 +54,8 @@ def cohort_claims(
     """Claims of every study of the cohort (pure): (claims, quarantine, counts)."""
     studies = study_reports(cohort, text_cols, source)
     studies = studies.with_columns(pl.col("study_id").cast(pl.Utf8).alias("id"))
-    claims, quarantine, stats = extract_claims(studies, "id", text_cols, source, max_chars=max_chars, stage="claims")
+    claims, quarantine, stats = extract_claims(studies, "id", text_cols, source, max_chars=max_chars, stage="claims",
+                                               row_in_source=False)  # key = study_id; row numbers would be the studies
     keys = studies.select("id", *STUDY_COLUMNS)
     out = claims.join(keys, on="id", how="left", maintain_order="left").select(OUTPUT_COLUMNS)
     out = out.sort("study_id", maintain_order=True)

@@ -83,8 +83,12 @@ def screen_reports(
     max_chars: int = DEFAULT_MAX_CHARS,
     require_text: bool = False,
     source: str | Path = "<table>",
+    row_in_source: bool = True,
 ) -> Screened:
-    """Screen every row of ``df`` (pure). Missing columns are structural: StageError naming file + column."""
+    """Screen every row of ``df`` (pure). Missing columns are structural: StageError naming file + column.
+
+    A quarantine row's ``source`` is ``"<source> row N"``, or just ``source`` when ``row_in_source``
+    is false (a frame derived from the file, whose row numbers would mislead)."""
     require_columns(df, [*id_cols, *text_cols], source)
     max_chars = check_max_chars(max_chars)
     id_values = [df[c].cast(pl.Utf8).to_list() for c in id_cols]
@@ -98,7 +102,8 @@ def screen_reports(
     def quarantine(row: int, key: str, kind: str, reason: str) -> None:
         keep.append(False)
         reasons[kind] = reasons.get(kind, 0) + 1
-        bad.append({"stage": stage, "key": key, "reason": reason, "source": f"{source} row {row + 1}"})
+        bad.append({"stage": stage, "key": key, "reason": reason,
+                    "source": f"{source} row {row + 1}" if row_in_source else str(source)})
 
     for row in range(df.height):
         parts = tuple(None if col[row] is None else str(col[row]).strip() for col in id_values)
