@@ -54,8 +54,8 @@ Method
      with a small effusion"); :func:`side_link`. A plural pleural finding without a side word
      ("small effusions") is bilateral, and so are "lung bases" and "apices" (``data/modifiers.csv``).
 5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
-   absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` uses
-   CheXpert's uncertain-beats-positive order, :mod:`nast.text.label`).
+   absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` puts
+   uncertain first by default, :mod:`nast.text.label`).
 
 One ``nlp`` object per process (``get_nlp()`` is cached); ``medspacy.load(medspacy_enable=[...])`` builds a blank
 English pipeline, nothing is downloaded.
@@ -329,9 +329,10 @@ SIDE_GAP_WORDS = 6
 
 def side_link(gap: str, side: str) -> bool:
     """True when ``side`` (of the mention before ``gap``) reaches the mention after it: the gap is a
-    :data:`SIDE_LINK`, or any short gap (at most :data:`SIDE_GAP_WORDS` words besides location words
-    such as "in the left lung base"; Open-i's ``XXXX`` placeholders count as words) without a negation, a contrast ("but", "contralateral"), a list
-    number, a semicolon, another organ, or a side word other than ``side``."""
+    :data:`SIDE_LINK`, or any short gap (at most :data:`SIDE_GAP_WORDS` words besides location
+    words such as "in the left lung base"; Open-i's ``XXXX`` placeholders count as words) without a
+    negation, a contrast ("but", "contralateral"), a list number, a semicolon, another organ, or a
+    side word other than ``side``."""
     if SIDE_LINK.fullmatch(gap):
         return True
     words = _GAP_WORD.findall(gap)
@@ -349,8 +350,8 @@ def mentions_from_doc(doc) -> list[Mention]:
       effusion), except for the descriptive :data:`OBSERVATION_FINDINGS`, where the seen thing
       makes the hedged mentions positive instead ("opacity, may represent infiltrate");
     * **a side travels along a link**: a lateral finding without a side word of its own takes the
-      side of the mention just before it in the sentence when only :data:`SIDE_LINK` text lies
-      between them.
+      side of the mention just before it in the sentence when :func:`side_link` accepts the text
+      between them (a look-alike or historical mention in between breaks the chain).
     """
     recs: list[dict] = []
     for ent in doc.ents:
@@ -384,7 +385,7 @@ def mentions_from_doc(doc) -> list[Mention]:
                      "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
                      "evidence": sent.text.strip() if sent is not None else ent.text})
 
-    # a hedge wins in its sentence
+    # one polarity per finding and sentence
     hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain" for f in r["findings"]}
     seen = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "positive" for f in r["findings"]}
     # a side travels along a link (left to right, so it passes along a list)
