@@ -13,6 +13,12 @@ Per finding: precision, recall, F1 and support; macro-F1 over the findings with 
 them with any positive claim); laterality agreement where MeSH gives left/right/bilateral and the
 extractor gives a laterality (any predicted side ∈ MeSH sides).
 
+Also printed: macro-F1 over :data:`FINDINGS_8`; laterality agreement counting a missing side as a
+disagreement; uncertainty consistency (a finding read both positive and uncertain in one sentence;
+uncertain-only findings and how often MeSH encodes them); and ``nast label`` against MeSH
+(:func:`evaluate_labels`: label-1 positives per finding, FP on normal reports, share of reports with
+a negative label, No Finding against ``normal``).
+
 The same script runs a BASELINE: a regular expression over the same finding phrases (the lexicon's
 plain literals) with a negation word list — a mention is negative when "no", "not", "without",
 "negative for" or "free of" occurs earlier in its sentence, else positive.
@@ -20,7 +26,7 @@ plain literals) with a negation word list — a mention is negative when "no", "
 Split (all dev uids are even): ``uid % 4 == 0`` = tuning half (rules were tuned on it),
 ``uid % 4 == 2`` = held-out half (reported). Usage::
 
-    .venv/bin/python benchmarks/eval_claims_openi.py [--csv PATH] [--split heldout|tune|all] [--json OUT]
+    .venv/bin/python benchmarks/eval_claims_openi.py [--csv PATH] [--split heldout|tune|all] [--json OUT] [--no-label]
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ import polars as pl
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openi" / "openi-dev-reports.csv"
 TEXT_COLS = ["findings", "impression"]
 MIN_SUPPORT = 3
+#: The 8 findings of the headline macro-F1: the most frequent in the dev sample's MeSH (support
+#: >= 40 of 1,927); the other five have 1-23 positives each and are reported per finding only.
+FINDINGS_8 = ("Lung Opacity", "Cardiomegaly", "Atelectasis", "Support Devices", "Pleural Effusion",
+              "Lung Lesion", "Fracture", "Edema")
 SIDES = {"left", "right", "bilateral"}
 _BONE = {"humerus", "shoulder", "cervical vertebrae", "thoracic vertebrae", "lumbar vertebrae"}
 
@@ -141,9 +151,51 @@ def score(truth: dict[str, dict[str, set[str]]], pred: dict[str, set[str]], norm
         }
     scored = [f for f in per if per[f]["support"] >= MIN_SUPPORT]
     macro = sum(per[f]["f1"] for f in scored) / len(scored) if scored else 0.0
+    macro8 = sum(per.get(f, {"f1": 0.0})["f1"] for f in FINDINGS_8) / len(FINDINGS_8)
     fp_normal = sum(1 for u in normal if pred.get(u)) / len(normal) if normal else 0.0
-    return {"per_finding": per, "macro_f1": macro, "macro_findings": scored, "fp_rate_normal": fp_normal,
-            "n_reports": len(truth), "n_normal": len(normal)}
+    return {"per_finding": per, "macro_f1": macro, "macro_findings": scored, "macro_f1_8": macro8,
+            "fp_rate_normal": fp_normal, "n_reports": len(truth), "n_normal": len(normal)}
+
+
+def laterality(truth: dict[str, dict[str, set[str]]], sides: dict[tuple[str, str], set[str]],
+               pred: dict[str, set[str]]) -> dict:
+    """Side agreement where MeSH gives a side and the reader has the finding positive.
+
+    ``strict``: a missing side counts as a disagreement (what a dropped side word costs);
+    ``given``: only where the reader gives a side too. Per finding: (agree, n) of the strict count.
+    """
+    agree = total = given_agree = given_total = 0
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for u, t in truth.items():
+        for f, mesh_sides in t.items():
+            if not mesh_sides or f not in pred.get(u, ()):
+                continue
+            got = sides.get((u, f), set())
+            ok = bool(got & mesh_sides)
+            total += 1
+            agree += ok
+            per[f][0] += ok
+            per[f][1] += 1
+            if got:
+                given_total += 1
+                given_agree += ok
+    return {"strict": agree / total if total else None, "strict_n": total,
+            "given": given_agree / given_total if given_total else None, "given_n": given_total,
+            "per_finding": {f: tuple(v) for f, v in sorted(per.items())}}
+
+
+def uncertainty(claims: pl.DataFrame, truth: dict[str, dict[str, set[str]]]) -> dict:
+    """``mixed``: (report, sentence, finding) read both positive and uncertain (should be 0);
+    ``uncertain_only``: (report, finding) pairs with an uncertain claim and no positive one, and the
+    share of them MeSH encodes as present (MeSH coders encode what the radiologist leans to)."""
+    mixed = (claims.filter(pl.col("polarity").is_in(["positive", "uncertain"]))
+             .group_by("id", "evidence", "finding").agg(pl.col("polarity").n_unique().alias("k"))
+             .filter(pl.col("k") > 1).height)
+    per = claims.group_by("id", "finding").agg(pl.col("polarity").alias("p"))
+    only = [(u, f) for u, f, p in per.iter_rows() if "uncertain" in p and "positive" not in p]
+    in_mesh = sum(1 for u, f in only if f in truth.get(u, {}))
+    return {"mixed": mixed, "uncertain_only": len(only),
+            "uncertain_only_in_mesh": in_mesh / len(only) if only else None}
 
 
 def evaluate(df: pl.DataFrame, claims: pl.DataFrame | None = None) -> dict:
@@ -159,7 +211,7 @@ def evaluate(df: pl.DataFrame, claims: pl.DataFrame | None = None) -> dict:
 
     t0 = time.perf_counter()
     if claims is None:
-        claims, _ = extract_claims(df.with_columns(pl.col("uid").cast(pl.Utf8)), "uid", TEXT_COLS)
+        claims, _, _ = extract_claims(df.with_columns(pl.col("uid").cast(pl.Utf8)), "uid", TEXT_COLS)
     seconds = time.perf_counter() - t0
     pos = claims.filter(pl.col("polarity") == "positive")
     pred: dict[str, set[str]] = defaultdict(set)
@@ -171,14 +223,11 @@ def evaluate(df: pl.DataFrame, claims: pl.DataFrame | None = None) -> dict:
             if side in SIDES:
                 sides[(u, f)].add(side)
     extractor = score(truth, pred, normal)
-    agree = total = 0
-    for u, t in truth.items():
-        for f, mesh_sides in t.items():
-            if mesh_sides and sides.get((u, f)):
-                total += 1
-                agree += bool(sides[(u, f)] & mesh_sides)
-    extractor["laterality_agreement"] = agree / total if total else None
-    extractor["laterality_n"] = total
+    lat = laterality(truth, sides, pred)
+    extractor["laterality_agreement"] = lat["given"]
+    extractor["laterality_n"] = lat["given_n"]
+    extractor["laterality"] = lat
+    extractor["uncertainty"] = uncertainty(claims, truth)
     extractor["seconds"] = seconds
     extractor["claims"] = claims.height
 
@@ -189,6 +238,68 @@ def evaluate(df: pl.DataFrame, claims: pl.DataFrame | None = None) -> dict:
     }
     baseline = score(truth, bpred, normal)
     return {"extractor": extractor, "baseline": baseline}
+
+
+def evaluate_labels(df: pl.DataFrame, labels: pl.DataFrame | None = None, precedence: str | None = None) -> dict:
+    """``nast label`` against MeSH: positives (label 1) per finding, FP on normal reports, No Finding.
+
+    ``positives``: a report is predicted positive for F when its label is 1 (``-1`` is not);
+    ``positive_or_uncertain``: when it is 1 or -1. FP on normal reports: share of MeSH-``normal``
+    reports with any of the 13 conditions at 1. ``with_negative``: share of the labelled reports
+    with at least one 0. ``no_finding``: label No Finding = 1 against MeSH ``normal``.
+    """
+    from nast.conditions import CONDITIONS
+    from nast.text.label import DEFAULT_PRECEDENCE, label_reports
+
+    precedence = precedence or DEFAULT_PRECEDENCE
+    frame = df.with_columns(pl.col("uid").cast(pl.Utf8))
+    t0 = time.perf_counter()
+    if labels is None:
+        labels, quarantine, _ = label_reports(frame, ["uid"], TEXT_COLS, precedence=precedence, source="openi")
+    else:
+        quarantine = None
+    seconds = time.perf_counter() - t0
+    uids = [str(u) for u in df["uid"].to_list()]
+    truth = {u: mesh_findings(m) for u, m in zip(uids, df["MeSH"].to_list())}
+    normal_all = {u for u, m in zip(uids, df["MeSH"].to_list()) if (m or "").strip().lower() == "normal"}
+    labelled = set(labels["uid"].to_list())
+    truth = {u: t for u, t in truth.items() if u in labelled}
+    normal = normal_all & labelled
+    out: dict = {"precedence": precedence, "n_labelled": labels.height, "n_quarantined": None if quarantine is None else quarantine.height,
+                 "seconds": seconds}
+    for name, states in (("positives", (1,)), ("positive_or_uncertain", (1, -1))):
+        pred: dict[str, set[str]] = defaultdict(set)
+        for row in labels.iter_rows(named=True):
+            for c in CONDITIONS:
+                if row[c] in states:
+                    pred[row["uid"]].add(c)
+        out[name] = score(truth, pred, normal)
+    conds = list(CONDITIONS)
+    with_neg = labels.select(pl.any_horizontal([pl.col(c) == 0 for c in conds]).fill_null(False).sum()).item()
+    out["with_negative"] = with_neg / labels.height if labels.height else None
+    nf = {u for u, v in zip(labels["uid"].to_list(), labels["No Finding"].to_list()) if v == 1}
+    tp = len(nf & normal)
+    out["no_finding"] = {"precision": tp / len(nf) if nf else 0.0, "recall": tp / len(normal) if normal else 0.0,
+                         "n_predicted": len(nf), "n_normal": len(normal)}
+    return out
+
+
+def format_labels(res: dict) -> str:
+    pos, pu = res["positives"], res["positive_or_uncertain"]
+    lines = [f"nast label --precedence {res['precedence']} vs MeSH ({res['n_labelled']} labelled, {res['n_quarantined']} quarantined, "
+             f"{res['seconds']:.1f} s)",
+             f"{'finding':28s} {'supp':>5s} | {'P':>5s} {'R':>5s} {'F1':>5s} | F1 with -1 as positive"]
+    for f in sorted(pos["per_finding"], key=lambda f: -pos["per_finding"][f]["support"]):
+        e, u = pos["per_finding"][f], pu["per_finding"].get(f, {"f1": 0.0})
+        lines.append(f"{f:28s} {e['support']:5d} | {e['precision']:5.3f} {e['recall']:5.3f} {e['f1']:5.3f} | {u['f1']:5.3f}")
+    lines.append(f"label positives macro-F1 over the 8 findings: {pos['macro_f1_8']:.3f} "
+                 f"(-1 as positive: {pu['macro_f1_8']:.3f}); support >= {MIN_SUPPORT}: {pos['macro_f1']:.3f}")
+    lines.append(f"label FP rate on 'normal' reports (n={pos['n_normal']}): {pos['fp_rate_normal']:.3f}")
+    lines.append(f"reports with at least one negative (0) label: {res['with_negative']:.3f}")
+    nf = res["no_finding"]
+    lines.append(f"No Finding = 1 vs MeSH normal: precision {nf['precision']:.3f} recall {nf['recall']:.3f} "
+                 f"({nf['n_predicted']} predicted, {nf['n_normal']} normal)")
+    return "\n".join(lines)
 
 
 def format_table(result: dict) -> str:
@@ -206,8 +317,18 @@ def format_table(result: dict) -> str:
         f"FP rate on 'normal' reports (n={ex['n_normal']}): extractor {ex['fp_rate_normal']:.3f}   "
         f"baseline {bl['fp_rate_normal']:.3f}"
     )
-    lat = ex["laterality_agreement"]
-    lines.append(f"laterality agreement (n={ex['laterality_n']}): {lat:.3f}" if lat is not None else "laterality: n/a")
+    lines.append(f"macro-F1 over the 8 findings ({', '.join(FINDINGS_8)}): extractor {ex['macro_f1_8']:.3f}   "
+                 f"baseline {bl['macro_f1_8']:.3f}")
+    lat = ex["laterality"]
+    if lat["strict"] is not None:
+        lines.append(f"laterality agreement, a missing side counted as wrong (n={lat['strict_n']}): {lat['strict']:.3f}; "
+                     f"where the reader gives a side (n={lat['given_n']}): {lat['given']:.3f}")
+        lines.append("  per finding (agree/n): " + ", ".join(f"{f} {a}/{n}" for f, (a, n) in lat["per_finding"].items()))
+    unc = ex["uncertainty"]
+    share = unc["uncertain_only_in_mesh"]
+    lines.append(f"uncertainty: {unc['mixed']} (report, sentence, finding) read both positive and uncertain; "
+                 f"{unc['uncertain_only']} (report, finding) only uncertain, "
+                 f"{'n/a' if share is None else f'{share:.3f}'} of them MeSH-encoded")
     lines.append(f"extractor time: {ex['seconds']:.1f} s for {ex['n_reports']} reports ({ex['claims']} claims)")
     return "\n".join(lines)
 
@@ -217,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="Open-i report CSV (indiana_reports layout)")
     ap.add_argument("--split", choices=["heldout", "tune", "all"], default="heldout")
     ap.add_argument("--json", type=Path, default=None, help="also write the full result as JSON")
+    ap.add_argument("--no-label", action="store_true", help="skip the nast label agreement")
+    ap.add_argument("--precedence", default=None, help="nast label --precedence (default: the label default)")
     args = ap.parse_args(argv)
     if not args.csv.is_file():
         print(f"not found: {args.csv}", file=sys.stderr)
@@ -225,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(df)
     print(f"Open-i {args.split} split: {df.height} reports")
     print(format_table(result))
+    if not args.no_label:
+        result["label"] = evaluate_labels(df, precedence=args.precedence)
+        print(format_labels(result["label"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=sorted))
     return 0

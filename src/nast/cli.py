@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "affirm": ("nast.text.affirm", "affirmative rewrites of the negated options, verified cue-free"),
     "extract-claims": ("nast.text.claims", "extract (finding, polarity, location, severity) claims from any report CSV"),
     "claims": ("nast.text.claims_stage", "extract claims from the cohort's reports"),
+    "label": ("nast.text.label", "CheXpert-style 4-state labels (1/0/-1/blank) for any report CSV, read by the reader"),
     "contextual": ("nast.text.contextual", "true contextual captions and minimal-edit foils"),
     "mednega": ("nast.text.mednega", "export/import the official MedNega-CXR JSON benchmark layout"),
     "pretrain-base": ("nast.models.pretrain", "pretrain the tiny demo open_clip model (CLIP loss)"),

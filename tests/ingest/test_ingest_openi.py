@@ -23,6 +23,7 @@ DATA = {
     "check_images": True,
     "split_fractions": {"train": 0.7, "validate": 0.1, "test": 0.2},
     "seed": 0,
+    "openi_labels": "mesh",
 }
 
 
@@ -89,3 +90,29 @@ def test_openi_dev_sample(openi_root, tmp_path):
     from nast.ingest import gate_cohort
 
     assert gate_cohort(cohort, report_dir=tmp_path / "val")["success"]
+
+
+def test_openi_reader_labels_feed_the_permutations(openi_root):
+    """data.openi_labels: reader (the default): 4-state labels read from the reports, MeSH compared."""
+    from nast.permutations import build_permutations
+    from nast.text.label import label_reports
+
+    root, reports = openi_root
+    cohort, quarantine, summary = ingest("openi", str(root), {k: v for k, v in DATA.items() if k != "openi_labels"})
+    assert summary["rows_in"] == summary["kept"] + summary["quarantined"] + summary["filtered_view"]
+    assert summary["labels_from"].startswith("report reader")
+    # the cohort's labels are exactly what nast label writes for the same reports
+    frame = reports.select("uid", "findings", "impression")
+    expected, _, _ = label_reports(frame.with_columns(pl.col("findings", "impression").str.replace_all(r"\s+", " ")
+                                                      .str.strip_chars()), ["uid"], ["findings", "impression"])
+    want = {int(r["uid"]): r for r in expected.iter_rows(named=True)}
+    for row in cohort.iter_rows(named=True):
+        assert all(row[c] == want[row["study_id"]][c] for c in CHEXPERT_COLUMNS), row["study_id"]
+    assert (cohort["Pneumothorax"] == 0).any()  # negatives exist now
+    agree = summary["mesh_agreement"]["Cardiomegaly"]
+    n_mesh = sum(1 for m in reports["MeSH"].to_list() if "cardiomegaly" in (m or "").lower())
+    assert agree["both"] > 0 and sum(v for k, v in agree.items() if k != "reader_only") >= n_mesh
+    perms, _, psummary = build_permutations(cohort, k=3, min_zeros=3, min_ones=2, seed=0)
+    assert perms.height > 0  # with MeSH labels (no zeros) no study passes the NAST rule
+    mesh_cohort, _, _ = ingest("openi", str(root), DATA)
+    assert build_permutations(mesh_cohort, k=3, min_zeros=3, min_ones=2, seed=0)[0].height == 0

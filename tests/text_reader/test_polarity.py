@@ -53,6 +53,25 @@ CASES = [
     ("Possible small right pneumothorax.", {"Pneumothorax": "uncertain"}),
     ("Findings suspicious for pulmonary edema.", {"Edema": "uncertain"}),
     ("Likely right lower lobe pneumonia.", {"Pneumonia": "present"}),
+    ("Question edema or atypical infection?", {"Edema": "uncertain", "Pneumonia": "uncertain"}),
+    ("There may be some chronic indolent infection here.", {"Pneumonia": "uncertain"}),
+    ("Other etiologies may include mycoplasma pneumonia.", {"Pneumonia": "uncertain"}),
+    ("A pneumonia would be a consideration.", {"Pneumonia": "uncertain"}),
+    ("In the appropriate clinical setting this appearance is compatible with pneumonia.", {"Pneumonia": "uncertain"}),
+    ("Right upper lobe cavity, consistent with prior tuberculous infection.", {"Pneumonia": None}),
+    ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
+    ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
+    ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    ("Curvilinear densities over the heart, coronary artery stents.", {"Lung Opacity": None}),
+    ("Nodular densities projecting over right anterior fifth and sixth ribs.", {"Lung Opacity": None}),
+    ("Patchy density in the right lower lobe.", {"Lung Opacity": "present"}),
+    ("There has been clearing of left base airspace opacities.", {"Lung Opacity": "absent"}),
+    ("Underlying atelectasis is suspected.", {"Atelectasis": "uncertain"}),
+    ("Suspicion for small bilateral pleural effusions.", {"Pleural Effusion": "uncertain"}),
+    ("Visualized XXXX of the chest XXXX are within normal limits.", {"Support Devices": None}),
+    ("There is an IVC XXXX identified.", {"Support Devices": "present"}),
+    ("No evidence of pleural effusion.. Left basilar atelectasis noted.", {"Pleural Effusion": "absent",
+                                                                          "Atelectasis": "present"}),
     # resolution and removal are absence
     ("Interval resolution of the right pneumothorax.", {"Pneumothorax": "absent"}),
     ("The left pleural effusion has resolved.", {"Pleural Effusion": "absent"}),
@@ -118,6 +137,59 @@ def test_location_and_severity_are_normalised(nlp, text, finding, location, seve
     mentions = [m for m in extract_mentions(text) if m.finding == finding]
     assert len(mentions) == 1
     assert (mentions[0].location, mentions[0].severity) == (location, severity)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # coordination: one side word for a list of findings
+        ("Left lower lobe atelectasis infiltrate and effusion.",
+         {"Atelectasis": "left", "Lung Opacity": "left", "Pleural Effusion": "left"}),
+        ("Bibasilar atelectasis and small effusions.", {"Atelectasis": "bilateral", "Pleural Effusion": "bilateral"}),
+        # "X consistent with / compatible with Y", "X may represent Y"
+        ("Blunting of the right costophrenic angle, consistent with a small effusion.", {"Pleural Effusion": "right"}),
+        ("Left basilar opacity compatible with some effusion.", {"Lung Opacity": "left", "Pleural Effusion": "left"}),
+        ("Right lower lobe opacity may represent atelectasis.", {"Lung Opacity": "right", "Atelectasis": "right"}),
+        # Open-i's XXXX placeholder and a few words in between do not stop it; a negation does
+        ("XXXX opacities in the left lung base, XXXX atelectasis.", {"Lung Opacity": "left", "Atelectasis": "left"}),
+        ("Stable opacity in the left base, likely scarring or atelectasis.", {"Atelectasis": "left"}),
+        ("Left basilar opacity without atelectasis.", {"Atelectasis": None}),
+        ("Left basilar opacity, but right atelectasis.", {"Atelectasis": "right"}),
+        # plural pleural findings and "lung bases" are bilateral
+        ("Small pleural effusions.", {"Pleural Effusion": "bilateral"}),
+        ("Atelectasis in the lung bases.", {"Atelectasis": "bilateral"}),
+        # a side word of its own wins; a finding without a side takes none
+        ("Right upper lobe opacity and small left effusion.", {"Lung Opacity": "right", "Pleural Effusion": "left"}),
+        ("Left pleural effusion and cardiomegaly.", {"Pleural Effusion": "left", "Cardiomegaly": None}),
+        # a sentence break or other words between the two mentions stop it
+        ("Left lower lobe atelectasis. Small effusion.", {"Atelectasis": "left", "Pleural Effusion": None}),
+        ("Left lower lobe atelectasis, the heart is normal, small effusion.", {"Pleural Effusion": None}),
+        ("Left effusion, stable calcified granuloma and nodule.", {"Pleural Effusion": "left", "Lung Lesion": None}),
+    ],
+)
+def test_a_side_travels_along_a_link(nlp, text, expected):
+    sides = {}
+    for m in extract_mentions(text):
+        sides.setdefault(m.finding, set()).add((m.location or "").split(" ")[0] or None)
+    assert {f: sides[f] for f in expected} == {f: {v} for f, v in expected.items()}
+
+
+@pytest.mark.parametrize(
+    "text,finding,polarity",
+    [
+        ("Blunting of the right costophrenic sulcus could be secondary to a small effusion versus scarring.",
+         "Pleural Effusion", "uncertain"),
+        ("Vascular congestion, suspicious for early edema.", "Edema", "uncertain"),
+        ("Left effusion, possibly also a small right effusion.", "Pleural Effusion", "uncertain"),
+        # a seen opacity is present whatever it may represent
+        ("Small right juxtahilar opacity may represent infiltrate.", "Lung Opacity", "positive"),
+        # the rule is per sentence
+        ("Small left effusion. Possible right effusion.", "Pleural Effusion", {"positive", "uncertain"}),
+    ],
+)
+def test_one_polarity_per_finding_and_sentence(nlp, text, finding, polarity):
+    got = {m.polarity for m in extract_mentions(text) if m.finding == finding}
+    assert got == (polarity if isinstance(polarity, set) else {polarity})
 
 
 def test_modifiers_attach_to_the_nearest_finding(nlp):

@@ -4,6 +4,7 @@ rule claims:
         cohort=COHORT,
     output:
         claims=CLAIMS,
+        quarantine=quarantine("claims"),
     params:
         file=PARAMS,
         cfg=cfg_params("claims"),
@@ -14,4 +15,5 @@ rule claims:
     resources:
         **cpu_resources(),
     shell:
-        "nast claims --params {params.file} --cohort {input.cohort} --out {output.claims} > {log} 2>&1"
+        "nast claims --params {params.file} --cohort {input.cohort} --out {output.claims}"
+        " --quarantine {output.quarantine} > {log} 2>&1"

@@ -51,7 +51,7 @@ def ingest(source: str, root: str, data: dict[str, Any], reports_zip: str | None
     if source == "openi":
         from nast.ingest.openi import read_openi
 
-        return read_openi(root, **common)
+        return read_openi(root, labels=str(data.get("openi_labels", "reader")), **common)
     from nast.ingest.mimic import read_mimic
 
     return read_mimic(root, dataset=source, reports_zip=reports_zip, **common)

@@ -15,13 +15,19 @@ Mapping to the cohort schema (one row per projection row = per image):
   called PA), anything else upper-cased as given; then the ``data.views`` filter.
 * ``findings`` / ``impression`` come from the CSV columns (whitespace normalised);
   ``report_path`` is null (the text lives in ``indiana_reports.csv``, not one file per study).
-* Labels come from the manual MeSH encoding. **MeSH encodes only what was found, never a
-  negative**, so a condition is 1 when one of its MeSH terms is present and null (not mentioned)
-  otherwise; Open-i labels are never 0 or -1. ``normal`` -> ``No Finding`` = 1. The term -> CheXpert
-  mapping (:data:`MESH_TO_CHEXPERT`, :data:`MESH_QUALIFIED`) follows the CheXpert labeler's
-  mention phrases for each condition; it is a heuristic mapping, documented as data below.
-  Consequently Open-i studies never meet the NAST permutation rule (which needs zeros); Open-i is
-  meant for evaluation / retrieval, MIMIC-CXR for permutations.
+* Labels (``data.openi_labels``): ``reader`` (default) reads each report's findings and
+  impression with the report reader, as ``nast label`` does (4 states, CheXpert-style aggregation,
+  :mod:`nast.text.label`), the way MIMIC-CXR's labels were made by a labeler over its reports; so
+  Open-i studies have zeros and pass the NAST permutation rule. The MeSH labels are kept beside
+  them as counts in the summary (``mesh_agreement``: per condition, MeSH positives the reader calls
+  1 / -1 / 0 / blank, and reader positives MeSH lacks). A report whose text cannot be read
+  (undecodable, over ``claims``' default limit) is quarantined (``unreadable_report``).
+  ``mesh``: the manual MeSH encoding. **MeSH encodes only what was found, never a negative**, so a
+  condition is 1 when one of its MeSH terms is present and null (not mentioned) otherwise; MeSH
+  labels are never 0 or -1 and no study meets the permutation rule. ``normal`` -> ``No Finding`` =
+  1. The term -> CheXpert mapping (:data:`MESH_TO_CHEXPERT`, :data:`MESH_QUALIFIED`) follows the
+  CheXpert labeler's mention phrases for each condition; it is a heuristic mapping, documented as
+  data below.
 * Splits: Open-i has no official split, so the deterministic patient-level split is used.
 
 Row defects -> quarantine: no report row for the uid, several report rows for one uid
@@ -116,6 +122,44 @@ def mesh_labels(mesh: str | None) -> dict[str, int | None]:
     return out
 
 
+def reader_labels(rep: pl.DataFrame) -> tuple[list[dict[str, int | None]], list[str | None]]:
+    """4-state labels of each report row (``study_id``, ``findings``, ``impression``) read by the
+    report reader (:func:`nast.text.label.label_reports`, its default aggregation), and per row the
+    reason it could not be read (undecodable or oversized text) or None. A report without text gets
+    no label (all blank; ``data.require_report`` quarantines it)."""
+    from nast.text.label import label_reports
+
+    frame = rep.select(pl.col("study_id").cast(pl.Utf8).alias("uid"), "findings", "impression")
+    labelled, quarantine, _ = label_reports(frame, ["uid"], ["findings", "impression"], source=REPORTS_CSV)
+    by_uid = {row["uid"]: row for row in labelled.iter_rows(named=True)}
+    why = {k: r for k, r in zip(quarantine["key"].to_list(), quarantine["reason"].to_list())
+           if not r.startswith("no report text")}
+    rows, unreadable = [], []
+    for uid in frame["uid"].to_list():
+        row = by_uid.get(uid)
+        rows.append({c: (row[c] if row else None) for c in CHEXPERT_COLUMNS})
+        unreadable.append(why.get(uid))
+    return rows, unreadable
+
+
+def mesh_agreement(reader: list[dict], mesh: list[dict]) -> dict[str, dict[str, int]]:
+    """Per condition over the reports: MeSH positive and reader 1 (``both``), MeSH positive and the
+    reader -1 / 0 / blank, and reader 1 where MeSH has nothing (``reader_only``)."""
+    out: dict[str, dict[str, int]] = {}
+    for c in CHEXPERT_COLUMNS:
+        counts = {"both": 0, "mesh_only_reader_uncertain": 0, "mesh_only_reader_negative": 0,
+                  "mesh_only_reader_blank": 0, "reader_only": 0}
+        for r, m in zip(reader, mesh):
+            if m[c] == 1:
+                key = {1: "both", -1: "mesh_only_reader_uncertain", 0: "mesh_only_reader_negative"}.get(
+                    r[c], "mesh_only_reader_blank")
+                counts[key] += 1
+            elif r[c] == 1:
+                counts["reader_only"] += 1
+        out[c] = counts
+    return out
+
+
 def dicom_id_of(filename: str) -> str:
     name = Path(filename).name
     name = re.sub(r"\.(png|jpe?g)$", "", name, flags=re.IGNORECASE)
@@ -146,8 +190,9 @@ def read_openi(
     image_check: str = "fast",
     split_fractions: dict[str, float],
     seed: int,
+    labels: str = "reader",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Read an Open-i folder into ``(cohort, quarantine, summary)``."""
+    """Read an Open-i folder into ``(cohort, quarantine, summary)``; labels from ``reader`` or ``mesh``."""
     root = Path(root)
     if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
         raise StageError(f"dataset root not found or unreadable: {root}")
@@ -164,13 +209,23 @@ def read_openi(
     ).filter(pl.col("study_id").is_not_null())
     rep = rep.with_columns(_n_reports=pl.len().over("study_id")).unique(
         subset=["study_id"], keep="first", maintain_order=True)  # duplicates are quarantined below, never merged
-    lab_rows = [mesh_labels(m) for m in rep["MeSH"].to_list()]
+    mesh_rows = [mesh_labels(m) for m in rep["MeSH"].to_list()]
     rep = rep.with_columns(
-        *[pl.Series(c, [r[c] for r in lab_rows], dtype=pl.Int8) for c in CHEXPERT_COLUMNS],
         pl.col("findings").map_elements(normalize_whitespace, return_dtype=pl.Utf8),
         pl.col("impression").map_elements(normalize_whitespace, return_dtype=pl.Utf8),
         _has_report=pl.lit(True),
     ).drop("MeSH")
+    if labels == "mesh":
+        lab_rows = mesh_rows
+        agreement = None
+    elif labels == "reader":
+        lab_rows, unreadable = reader_labels(rep)
+        agreement = mesh_agreement(lab_rows, mesh_rows)
+    else:
+        raise StageError(f"data.openi_labels must be 'reader' or 'mesh', not {labels!r}")
+    rep = rep.with_columns(*[pl.Series(c, [r[c] for r in lab_rows], dtype=pl.Int8) for c in CHEXPERT_COLUMNS])
+    if labels == "reader":
+        rep = rep.with_columns(pl.Series("_unreadable", unreadable, dtype=pl.Utf8))
 
     filenames = proj["filename"].fill_null("").str.strip_chars().to_list()
     image_dir = find_image_dir(root, filenames)
@@ -197,9 +252,14 @@ def read_openi(
     if require_report:
         df = flag(df, pl.col("findings").is_null() & pl.col("impression").is_null(), "no_report_text",
                   "report has no findings or impression text", str(rep_path))
+    if labels == "reader":
+        df = flag(df, pl.col("_unreadable").is_not_null(), "unreadable_report", pl.col("_unreadable"), str(rep_path))
     cohort, quarantine, counts = finish(df, "openi")
     summary = {
         "source": "openi",
+        "labels_from": "report reader (nast label, MeSH compared in mesh_agreement)" if labels == "reader"
+        else "MeSH",
+        "mesh_agreement": agreement,
         "root": str(root),
         "image_dir": str(image_dir),
         "split_source": f"computed (data.split_fractions, seed {seed})",

@@ -14,6 +14,9 @@ the mentions are stacked, in report order.
 Works on any CSV with an id column and one or more text columns (MIMIC-CXR sections, Open-i
 ``indiana_reports.csv`` ``findings,impression``, a hospital export). A missing id/text column stops
 with an error naming the file and column; empty or missing text is fine (no claims) and counted.
+A report that cannot be read (empty or duplicate id, undecodable bytes, a section over
+``claims.max_chars``; :mod:`nast.text.screen`) becomes a quarantine row with its reason
+(``OUT.quarantine.parquet`` beside the output) and the run goes on.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pathlib import Path
 import polars as pl
 
 from nast.errors import StageError
-from nast.io import require_columns, write_parquet
+from nast.io import reconcile, write_parquet
+from nast.text.screen import DEFAULT_MAX_CHARS, read_report_csv, screen_reports
 
 log = logging.getLogger(__name__)
 
@@ -61,32 +65,42 @@ def claims_expectations() -> list[tuple[str, dict]]:
 
 
 def extract_claims(
-    df: pl.DataFrame, id_col: str, text_cols: list[str], source: str | Path = "<table>"
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Claims of every row of ``df`` (pure: frame in, frame out).
+    df: pl.DataFrame,
+    id_col: str,
+    text_cols: list[str],
+    source: str | Path = "<table>",
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    stage: str = "extract_claims",
+    row_in_source: bool = True,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """Claims of every readable row of ``df`` (pure: frame in, frames out).
 
-    Returns the claims table (schema :data:`CLAIM_SCHEMA`, rows in input-row then report order) and
-    counts: ``rows``, ``rows_empty`` (no text in any text column), ``rows_with_claims``, ``claims``.
+    Rows are screened first (:func:`nast.text.screen.screen_reports`): an empty or duplicate id, a
+    section with undecodable bytes or longer than ``max_chars`` quarantines the whole report (its
+    other sections are not read either, so no report is half-read) and the run goes on.
+
+    Returns the claims table (schema :data:`CLAIM_SCHEMA`, rows in input-row then report order), the
+    quarantine table (``nast.io.QUARANTINE_SCHEMA``, ``stage`` = ``stage``) and counts: ``rows``,
+    ``rows_quarantined``, ``rows_empty`` (read, but no text in any text column), ``rows_with_claims``,
+    ``claims``; ``rows = rows read + rows_quarantined`` is asserted.
     """
     from nast.text.polarity import extract_mentions_many
 
-    require_columns(df, [id_col, *text_cols], source)
-    ids = [None if v is None else str(v) for v in df[id_col].to_list()]
-    if any(i is None for i in ids):
-        n = sum(i is None for i in ids)
-        raise StageError(f"{source}: column {id_col!r} has {n} empty id(s)")
+    screened = screen_reports(df, [id_col], text_cols, stage=stage, max_chars=max_chars, source=source,
+                              row_in_source=row_in_source)
+    ids = screened.ids
     columns = [df[c].cast(pl.Utf8).to_list() for c in text_cols]
+    read_rows = [row for row in range(df.height) if screened.keep[row]]
     texts: list[str | None] = []
     owners: list[int] = []
-    for row in range(df.height):
+    for row in read_rows:
         for col in columns:
             texts.append(col[row])
             owners.append(row)
     rows: list[dict] = []
     with_claims: set[int] = set()
-    empty_rows = sum(
-        1 for row in range(df.height) if not any((col[row] or "").strip() for col in columns)
-    )
+    empty_rows = sum(1 for row in read_rows if not any((col[row] or "").strip() for col in columns))
     step = max(1, len(texts) // 10)
     for k, (owner, mentions) in enumerate(zip(owners, extract_mentions_many(texts))):
         if k and k % step == 0:
@@ -104,23 +118,15 @@ def extract_claims(
                 }
             )
     claims = pl.DataFrame(rows, schema=CLAIM_SCHEMA)
+    reconcile(stage, df.height, len(read_rows), screened.quarantine.height)
     stats = {
         "rows": df.height,
+        "rows_quarantined": screened.quarantine.height,
         "rows_empty": empty_rows,
         "rows_with_claims": len(with_claims),
         "claims": claims.height,
     }
-    return claims, stats
-
-
-def read_report_csv(path: str | Path) -> pl.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"report CSV not found: {path}")
-    try:
-        return pl.read_csv(path, infer_schema_length=0)  # every column as text: ids stay verbatim
-    except Exception as exc:  # noqa: BLE001 - polars raises several error types
-        raise StageError(f"{path}: not a readable CSV: {exc}") from exc
+    return claims, screened.quarantine, stats
 
 
 def gate_claims(claims: pl.DataFrame, suite: str = "claims", report_dir: str | Path = "reports/validation") -> None:
@@ -131,6 +137,29 @@ def gate_claims(claims: pl.DataFrame, suite: str = "claims", report_dir: str | P
 
 
 # --------------------------------------------------------------------------- CLI
+def max_chars_of(args: argparse.Namespace, params: dict) -> int:
+    """``--max-chars`` when given, else ``params.claims.max_chars``, else spaCy's limit."""
+    if getattr(args, "max_chars", None) is not None:
+        return args.max_chars
+    return int((params.get("claims") or {}).get("max_chars", DEFAULT_MAX_CHARS))
+
+
+def sibling_path(out: str | Path, tail: str) -> Path:
+    """``OUT<tail>`` beside the output, its ``.csv.gz`` / ``.parquet`` / ``.csv`` suffix stripped."""
+    out = Path(out)
+    name = out.name
+    for ext in (".csv.gz", ".parquet", ".csv"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return out.with_name(name + tail)
+
+
+def default_quarantine_path(out: str | Path, suffix: str = ".parquet") -> Path:
+    """``OUT.quarantine<suffix>`` beside the output."""
+    return sibling_path(out, ".quarantine" + suffix)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.csv", help="report CSV (any layout with an id column and text columns)")
     parser.add_argument("--id-col", required=True, help="column identifying a report (copied to the 'id' column)")
@@ -140,6 +169,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated text columns read in this order, e.g. findings,impression",
     )
     parser.add_argument("--out", required=True, help="output parquet: one row per finding mention")
+    parser.add_argument(
+        "--quarantine", default=None,
+        help="reports that could not be read (stage/key/reason/source); default OUT.quarantine.parquet",
+    )
+    parser.add_argument(
+        "--max-chars", type=int, default=None,
+        help="longest readable section in characters (default params claims.max_chars, at most 1,000,000)",
+    )
     parser.add_argument("--no-gate", action="store_true", help="skip the Great Expectations gate")
     parser.add_argument(
         "--report-dir", default="reports/validation", help="where the gate writes extract_claims.md/.json"
@@ -151,13 +188,20 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if not text_cols:
         raise StageError("--text-cols: give at least one column name")
     df = read_report_csv(args.input)
-    claims, stats = extract_claims(df, args.id_col, text_cols, source=args.input)
+    claims, quarantine, stats = extract_claims(
+        df, args.id_col, text_cols, source=args.input, max_chars=max_chars_of(args, params)
+    )
     claims = claims.sort(["id"], maintain_order=True)
     if not args.no_gate:
         gate_claims(claims, "extract_claims", args.report_dir)
+    qpath = Path(args.quarantine) if args.quarantine else default_quarantine_path(args.out)
     write_parquet(claims, args.out)
+    write_parquet(quarantine, qpath)
     log.info(
-        "%s: %d reports (%d without text, %d with claims) -> %d claims -> %s",
-        args.input, stats["rows"], stats["rows_empty"], stats["rows_with_claims"], stats["claims"], args.out,
+        "%s: %d reports (%d quarantined, %d without text, %d with claims) -> %d claims -> %s",
+        args.input, stats["rows"], stats["rows_quarantined"], stats["rows_empty"], stats["rows_with_claims"],
+        stats["claims"], args.out,
     )
+    if quarantine.height:
+        log.warning("%d report(s) quarantined -> %s", quarantine.height, qpath)
     return 0

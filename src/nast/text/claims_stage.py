@@ -6,7 +6,10 @@ row (by ``dicom_id``) carries the text. The text columns read are ``params.claim
 Output: the claims table (``id`` = ``str(study_id)``, finding, polarity, location, severity,
 evidence) plus ``study_id``, ``subject_id``, ``split``; rows sorted by study, then report order.
 Studies without text have no claims; they are counted in the log line (nothing is dropped: claims
-are mentions, not studies). The table passes the ``claims`` Great Expectations gate.
+are mentions, not studies). A study whose report cannot be read (a section with undecodable bytes
+or longer than ``params.claims.max_chars``, see :mod:`nast.text.screen`) is a row of the
+``--quarantine`` table (stage ``claims``, key ``study_id``, reason) and the run goes on. The table
+passes the ``claims`` Great Expectations gate.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 import polars as pl
 
 from nast.io import read_parquet, require_columns, write_parquet
-from nast.text.claims import claims_expectations, extract_claims
+from nast.text.claims import claims_expectations, extract_claims, max_chars_of
+from nast.text.screen import DEFAULT_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +49,25 @@ def study_reports(cohort: pl.DataFrame, text_cols: list[str], source: str | Path
 
 
 def cohort_claims(
-    cohort: pl.DataFrame, text_cols: list[str], source: str | Path = "cohort"
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Claims of every study of the cohort (pure)."""
+    cohort: pl.DataFrame, text_cols: list[str], source: str | Path = "cohort", *, max_chars: int = DEFAULT_MAX_CHARS
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """Claims of every study of the cohort (pure): (claims, quarantine, counts)."""
     studies = study_reports(cohort, text_cols, source)
     studies = studies.with_columns(pl.col("study_id").cast(pl.Utf8).alias("id"))
-    claims, stats = extract_claims(studies, "id", text_cols, source)
+    claims, quarantine, stats = extract_claims(studies, "id", text_cols, source, max_chars=max_chars, stage="claims",
+                                               row_in_source=False)  # key = study_id; row numbers would be the studies
     keys = studies.select("id", *STUDY_COLUMNS)
     out = claims.join(keys, on="id", how="left", maintain_order="left").select(OUTPUT_COLUMNS)
     out = out.sort("study_id", maintain_order=True)
     stats["studies"] = studies.height
-    return out, stats
+    return out, quarantine, stats
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", required=True, help="cohort parquet (nast ingest)")
     parser.add_argument("--out", required=True, help="claims parquet (one row per finding mention)")
+    parser.add_argument("--quarantine", default=None,
+                        help="studies whose report could not be read (default: OUT.quarantine.parquet)")
     parser.add_argument("--report-dir", default="reports/validation", help="Great Expectations reports folder")
 
 
@@ -68,12 +75,20 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.validation import gate
 
     text_cols = list(params["claims"]["text_cols"])
+    from nast.text.claims import default_quarantine_path
+
     cohort = read_parquet(args.cohort, "cohort table")
-    claims, stats = cohort_claims(cohort, text_cols, source=args.cohort)
+    claims, quarantine, stats = cohort_claims(cohort, text_cols, source=args.cohort,
+                                              max_chars=max_chars_of(args, params))
     gate(claims, "claims", stage_expectations(), report_dir=args.report_dir)
     write_parquet(claims, args.out)
+    qpath = args.quarantine or default_quarantine_path(args.out)
+    write_parquet(quarantine, qpath)
     log.info(
-        "claims: %d studies (%d without report text, %d with claims) -> %d claims -> %s",
-        stats["studies"], stats["rows_empty"], stats["rows_with_claims"], stats["claims"], args.out,
+        "claims: %d studies (%d quarantined, %d without report text, %d with claims) -> %d claims -> %s",
+        stats["studies"], stats["rows_quarantined"], stats["rows_empty"], stats["rows_with_claims"],
+        stats["claims"], args.out,
     )
+    if quarantine.height:
+        log.warning("claims: %d stud(ies) quarantined -> %s", quarantine.height, qpath)
     return 0

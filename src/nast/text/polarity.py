@@ -40,8 +40,22 @@ Method
    hedged/hypothetical → ``uncertain``, else ``positive``. Negation wins over a hedge inside its scope
    ("no definite consolidation" is negative) except that the dedicated "cannot exclude" cues are
    themselves hedges.
-4. ``check(text, conditions)`` aggregates mentions per condition the CheXpert way: present beats
-   uncertain beats absent; a condition never mentioned is ``None``.
+4. **Sentence rules** (:func:`mentions_from_doc`), after ConText:
+
+   - one polarity per finding and sentence: a hedged mention makes the positive mentions of the
+     same finding in its sentence uncertain ("blunting of the right costophrenic sulcus could be
+     secondary to a small effusion versus scarring" is an uncertain effusion, not also a positive
+     one); for the descriptive Lung Opacity the seen opacity wins instead ("opacity, may represent
+     infiltrate" is a present opacity);
+   - a side travels along a link: a lateral finding with no side word of its own takes the side of
+     the mention just before it in the sentence when only a coordination or a link ("consistent
+     with", "compatible with", "may represent", "due to"...) lies between them ("left lower lobe
+     atelectasis infiltrate and effusion", "blunting of the right costophrenic angle, consistent
+     with a small effusion"); :func:`side_link`. A plural pleural finding without a side word
+     ("small effusions") is bilateral, and so are "lung bases" and "apices" (``data/modifiers.csv``).
+5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
+   absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` puts
+   uncertain first by default, :mod:`nast.text.label`).
 
 One ``nlp`` object per process (``get_nlp()`` is cached); ``medspacy.load(medspacy_enable=[...])`` builds a blank
 English pipeline, nothing is downloaded.
@@ -171,7 +185,48 @@ def get_nlp(splitter: str | None = None):
     nlp.get_pipe("medspacy_target_matcher").add(targets)
     context = nlp.add_pipe("medspacy_context", config={"rules": None})
     context.add(modifiers)
+    _speed_up_regex_matchers(nlp)
     return nlp
+
+
+def _speed_up_regex_matchers(nlp) -> None:
+    """medspaCy 1.3's ``RegexMatcher.__call__`` rebuilds ``doc.text_with_ws`` (a join over every
+    token) once per regular expression; with this lexicon's ~100 patterns that was over half of
+    the reader's time. Give the two matchers of *this* pipeline a subclass that builds the text once
+    per doc; the matches are the same (``doc.text`` is ``doc.text_with_ws``)."""
+    for pipe_name, attr in (("medspacy_target_matcher", "_TargetMatcher__matcher"),
+                            ("medspacy_context", "_ConText__matcher")):
+        matcher = getattr(nlp.get_pipe(pipe_name), attr, None)
+        regex = getattr(matcher, "_MedspacyMatcher__regex_matcher", None)
+        if regex is not None and type(regex).__name__ == "RegexMatcher":
+            regex.__class__ = _one_text_regex_matcher()
+
+
+@functools.lru_cache(maxsize=1)
+def _one_text_regex_matcher():
+    from medspacy.common.regex_matcher import RegexMatcher
+    from medspacy.common.util import get_token_for_char
+
+    class OneTextRegexMatcher(RegexMatcher):
+        def __call__(self, doc):
+            matches = []
+            text = doc.text
+            for match_id, patterns in self._patterns.items():
+                on_match = self._callbacks[match_id]
+                for pattern in patterns:
+                    for re_match in pattern.finditer(text):
+                        span = doc.char_span(re_match.start(), re_match.end())
+                        if span is None:
+                            start = get_token_for_char(doc, re_match.start(), resolve=self.resolve_start)
+                            end = get_token_for_char(doc, re_match.end(), resolve=self.resolve_end)
+                            span = doc[start.i: len(doc) if end is None else end.i]
+                        if len(span):
+                            matches.append((match_id, span.start, span.end))
+                        if on_match is not None:
+                            on_match(self, doc, len(matches) - 1, matches)
+            return matches
+
+    return OneTextRegexMatcher
 
 
 # --------------------------------------------------------------------------- mentions
@@ -186,6 +241,8 @@ def normalise_text(text: str | None) -> str:
     text = _PLACEHOLDER.sub("XXXX", str(text))
     # a sentence glued to the next one ("apex.There are") gets its missing space back
     text = re.sub(r"([a-z])\.([A-Z][a-z])", r"\1. \2", text)
+    # a doubled full stop ("effusion.. Left") is one sentence end, not an abbreviation
+    text = re.sub(r"(?<=\w)\.{2,}(?=\s|$)", ".", text)
     return _WS.sub(" ", text).strip()
 
 
@@ -200,13 +257,19 @@ class Mention:
     text: str
 
 
+@functools.lru_cache(maxsize=None)
+def _attribute_patterns() -> tuple[tuple[str, re.Pattern, str], ...]:
+    return tuple((row["category"], re.compile(row["pattern"], flags=re.I), row["norm"])
+                 for row in modifier_rows() if row["category"] in ATTRIBUTE_CATEGORIES and row["pattern"])
+
+
 def _attributes_from_span(span) -> dict[str, str]:
     """Severity / laterality words inside a target span ("heart is mildly enlarged")."""
     found: dict[str, str] = {}
-    for row in modifier_rows():
-        if row["category"] in ATTRIBUTE_CATEGORIES and row["pattern"]:
-            if row["category"] not in found and re.search(row["pattern"], span.text, flags=re.I):
-                found[row["category"]] = row["norm"]
+    text = span.text
+    for category, pattern, norm in _attribute_patterns():
+        if category not in found and pattern.search(text):
+            found[category] = norm
     return found
 
 
@@ -222,16 +285,85 @@ def _location(laterality: str | None, zone: str | None) -> str | None:
     return " ".join(parts) or None
 
 
+#: Descriptive findings: what is seen is present whatever it may represent, so within a sentence a
+#: positive mention makes the hedged ones positive ("right basilar opacity may represent
+#: infiltrate" is a present Lung Opacity). For every other finding a hedge wins in its sentence.
+OBSERVATION_FINDINGS = frozenset({"Lung Opacity"})
+#: Findings that have a side: a side word can be carried to them along a link (below).
+LATERAL_FINDINGS = frozenset({
+    "Atelectasis", "Consolidation", "Lung Lesion", "Lung Opacity", "Pleural Effusion", "Pleural Other",
+    "Pneumonia", "Pneumothorax",
+})
+_ADJ = (r"(?:(?:a|an|the|some|small|mild|minimal|minor|trace|tiny|moderate|large|associated|adjacent|"
+        r"patchy|focal|subsegmental|possible|probable|likely|early|developing|underlying|residual|"
+        r"loculated|layering|posterior|lateral|medial|anterior)\s+){0,3}")
+#: The text between two mentions of one sentence that lets the first one's side reach the second:
+#: a coordination ("left lower lobe atelectasis[,] infiltrate and effusion") or a link that names
+#: what the first finding is ("blunting of the right costophrenic angle, consistent with a small
+#: effusion", "left basilar opacity compatible with some effusion", "... may represent atelectasis").
+SIDE_LINK = re.compile(
+    r"\s*(?:[,/]\s*)?(?:(?:and|or|with|and/or|plus)\s+)?" + _ADJ + r"|"
+    r"\s*,?\s*(?:(?:which|that)\s+)?(?:(?:is|are|may be|could be|likely|most likely|probably|possibly|"
+    r"most|also|again)\s+)*(?:consistent with|compatible with|suggestive of|suspicious for|"
+    r"concerning for|representing|represents?|reflecting|reflects?|due to|secondary to|related to|"
+    r"(?:may|might|could|can)\s+(?:also\s+)?(?:represent|reflect|be(?:\s+(?:due|secondary|related)\s+to)?)"
+    r")\s+(?:(?:a|an)\s+)?" + _ADJ,
+    re.I,
+)
+
+
+#: A plural pleural finding without a side word is on both sides ("small pleural effusions").
+_PLURAL_BILATERAL = re.compile(r"\b(?:effusions|pneumothoraces)$", re.I)
+_GAP_WORD = re.compile(r"[A-Za-z]+(?:[-/][A-Za-z]+)*")
+_GAP_STOP = re.compile(
+    r"[;:]|\b\d+\.\s|\b(?:no|not|without|negative|free|but|however|although|though|while|whereas|except|"
+    r"otherwise|contralateral|opposite|elsewhere|other|heart|cardiac|mediastinum|mediastinal)\b", re.I)
+_SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "bilateral", "bilaterally": "bilateral",
+               "both": "bilateral", "bibasilar": "bilateral", "biapical": "bilateral"}
+#: Words of a location phrase ("in the left lung base") that do not count towards the gap.
+_LOCATION_WORDS = frozenset({"in", "at", "of", "the", "left", "right", "bilateral", "both", "lung", "lungs", "base",
+                             "bases", "lobe", "lobes", "upper", "lower", "middle", "apex", "apical", "basilar", "zone"})
+#: At most this many words between two mentions for a side to travel between them.
+SIDE_GAP_WORDS = 6
+
+
+def side_link(gap: str, side: str) -> bool:
+    """True when ``side`` (of the mention before ``gap``) reaches the mention after it: the gap is a
+    :data:`SIDE_LINK`, or any short gap (at most :data:`SIDE_GAP_WORDS` words besides location
+    words such as "in the left lung base"; Open-i's ``XXXX`` placeholders count as words) without a
+    negation, a contrast ("but", "contralateral"), a list number, a semicolon, another organ, or a
+    side word other than ``side``."""
+    if SIDE_LINK.fullmatch(gap):
+        return True
+    words = _GAP_WORD.findall(gap)
+    if sum(w.lower() not in _LOCATION_WORDS for w in words) > SIDE_GAP_WORDS or _GAP_STOP.search(gap):
+        return False
+    return all(_SIDE_WORDS.get(w.lower(), side) == side for w in words)
+
+
 def mentions_from_doc(doc) -> list[Mention]:
-    out: list[Mention] = []
+    """Mentions of one parsed doc, after two sentence-level rules (see the module docstring):
+
+    * **one polarity per finding and sentence**: when a finding is uncertain somewhere in a sentence,
+      its positive mentions in that sentence become uncertain too ("blunting of the right
+      costophrenic sulcus could be secondary to a small effusion versus scarring" is an uncertain
+      effusion), except for the descriptive :data:`OBSERVATION_FINDINGS`, where the seen thing
+      makes the hedged mentions positive instead ("opacity, may represent infiltrate");
+    * **a side travels along a link**: a lateral finding without a side word of its own takes the
+      side of the mention just before it in the sentence when :func:`side_link` accepts the text
+      between them (a look-alike or historical mention in between breaks the chain).
+    """
+    recs: list[dict] = []
     for ent in doc.ents:
         label = ent.label_
         if label == LOOKALIKE:
+            recs.append({"ent": ent, "lookalike": True})
             continue
         cats: dict[str, list] = {}
         for mod in ent._.modifiers:
             cats.setdefault(mod.category, []).append(mod)
         if "HISTORICAL" in cats or "FAMILY" in cats:
+            recs.append({"ent": ent, "lookalike": True})
             continue
         fixed = (ent._.target_rule.metadata or {}).get("polarity") if ent._.target_rule else None
         if fixed:
@@ -246,16 +378,48 @@ def mentions_from_doc(doc) -> list[Mention]:
         for cat in ATTRIBUTE_CATEGORIES:
             if cat in cats and cat not in attrs:
                 attrs[cat] = cats[cat][0].rule.metadata.get("norm")
+        if "LATERALITY" not in attrs and _PLURAL_BILATERAL.search(ent.text):
+            attrs["LATERALITY"] = "bilateral"  # "small effusions": one on each side
+        sent = ent.sent
+        recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
+                     "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
+                     "evidence": sent.text.strip() if sent is not None else ent.text})
+
+    # one polarity per finding and sentence
+    hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain" for f in r["findings"]}
+    seen = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "positive" for f in r["findings"]}
+    # a side travels along a link (left to right, so it passes along a list)
+    prev = None
+    for r in recs:
+        if (prev is not None and not prev["lookalike"] and not r["lookalike"] and r["sent"] == prev["sent"]
+                and "LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS):
+            side = prev["attrs"].get("LATERALITY")
+            if not side and (prev["attrs"].get("ZONE") or "").startswith("bilateral "):
+                side = "bilateral"  # bibasilar, biapical
+            if side and side_link(doc.text[prev["ent"].end_char:r["ent"].start_char], side):
+                r["attrs"]["LATERALITY"] = side
+        prev = r
+
+    out: list[Mention] = []
+    for r in recs:
+        if r["lookalike"]:
+            continue
+        ent, attrs = r["ent"], r["attrs"]
         location = _location(attrs.get("LATERALITY"), attrs.get("ZONE"))
-        evidence = ent.sent.text.strip() if ent.sent is not None else ent.text
-        for finding in label.split("|"):
+        for finding in r["findings"]:
+            polarity = r["polarity"]
+            if not r["fixed"] and polarity != "negative":
+                if finding in OBSERVATION_FINDINGS:
+                    polarity = "positive" if (r["sent"], finding) in seen else polarity
+                elif (r["sent"], finding) in hedged:
+                    polarity = "uncertain"
             out.append(
                 Mention(
                     finding=finding,
                     polarity=polarity,
                     location=location,
                     severity=attrs.get("SEVERITY"),
-                    evidence=evidence,
+                    evidence=r["evidence"],
                     start_char=ent.start_char,
                     text=ent.text,
                 )
