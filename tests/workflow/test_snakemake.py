@@ -9,7 +9,8 @@ import subprocess
 import yaml
 from conftest import ROOT
 
-GPU_RULES = {"pretrain_base", "trace", "train", "train_sweep", "evaluate", "evaluate_sweep"}
+GPU_RULES = {"pretrain_base", "trace", "train", "train_sweep", "evaluate", "evaluate_sweep", "evaluate_grounding",
+             "evaluate_grounding_sweep"}
 
 
 def _snakemake(args, cwd, env, timeout=180):
@@ -34,7 +35,8 @@ def test_dry_run_resolves_the_full_dag(project_copy, env):
         "contextual": 1, "pretrain_base": 1, "trace": 1,
         "train": n_methods, "train_sweep": n_betas,
         "evaluate": n_methods, "evaluate_sweep": n_betas,
-        "report": 1, "all": 1, "total": 11 + 2 * n_methods + 2 * n_betas,
+        "grounding_data": 1, "evaluate_grounding": n_methods, "evaluate_grounding_sweep": n_betas,
+        "report": 1, "all": 1, "total": 12 + 3 * n_methods + 3 * n_betas,
     }
 
 
