@@ -2,7 +2,7 @@
 #
 #   snakemake --profile workflow/profiles/local      # this machine (2 cores)
 #   snakemake --profile slurm                        # SLURM cluster (CPU rules -> cpu partition,
-#                                                    # pretrain/trace/train/evaluate -> gpu partition)
+#                                                    # pretrain/trace/train/evaluate(-grounding) -> gpu)
 #   snakemake --report reports/report.html           # one HTML page with tables and plots
 #
 # Every rule calls one `nast <stage>` command with explicit paths; dvc.yaml calls the same commands
