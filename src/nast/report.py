@@ -327,13 +327,18 @@ def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Pat
     return files
 
 
-def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: Path) -> dict[str, Path]:
-    """grounding.csv/.md, attribution.csv/.md and the example picture (:mod:`nast.grounding.tables`)."""
+def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: Path, n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, Path]:
+    """grounding.csv/.md, paired_grounding.csv, attribution.csv/.md and the example picture
+    (:mod:`nast.grounding.tables`); n_boot/seed: the paired bootstrap."""
     from nast.grounding import tables as T
 
     evals = T.load(grounding_dir, method_key)
     grounding, attribution = T.grounding_table(evals), T.attribution_table(evals)
+    paired = T.paired_table(evals, n_boot, seed)
     files: dict[str, Path] = {}
+    files["paired_grounding.csv"] = io.write_text(paired.write_csv(float_precision=4, null_value=""),
+                                                  out / "paired_grounding.csv")
     files["grounding.csv"] = io.write_text(grounding.write_csv(float_precision=4, null_value=""), out / "grounding.csv")
     files["attribution.csv"] = io.write_text(attribution.write_csv(float_precision=4, null_value=""),
                                              out / "attribution.csv")
@@ -347,7 +352,10 @@ def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: P
           " of the same size (near 0.5 for a grounded model). cf_pref_acc = P[the preference s(X) - s(no X) is"
           " larger on I than without X] (cancels a shift of the image towards every finding text alike). loc_iou / pointing_game: the localisation map over"
           " all pairs, boxed by the MedFocus protocol. n_kept = pairs whose counterfactual flips the model's"
-          " preference for X over no X while the control does not.\n",
+          " preference for X over no X while the control does not.\n"
+        + "\n## Paired differences (same pairs)\n\n" + to_markdown(paired)
+        + "\ndiff = accuracy of the method - that of the baseline on the same pairs, paired bootstrap 95% CI;"
+          " a CI that contains 0 is no evidence of a difference.\n",
         out / "grounding.md")
     files["attribution.md"] = io.write_text(
         "# Counterfactually verified attribution (test split)\n\n"
@@ -374,7 +382,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if args.grounding_dir:
         files.update(build_grounding(Path(args.grounding_dir),
                                      Path(args.grounding_table) if args.grounding_table else None,
-                                     Path(args.out), Path(args.plots)))
+                                     Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
+                                     seed=int(params["evaluate"]["seed"])))
         log.info("report: grounding tables -> %s", args.out)
     flat = {}
     for e in evals:

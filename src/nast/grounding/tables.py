@@ -3,6 +3,8 @@
 ``grounding.csv``    one row per method: the four counterfactual accuracies with CI columns
                      (``*_lo``/``*_hi``), ``loc_iou``, ``pointing_game`` (with CIs), ``n_pairs``,
                      ``n_ctrl``, ``n_kept``
+``paired_grounding.csv``  each method against zero_shot and lora_uniform on the same pairs:
+                     ``method, baseline, metric, diff, lo, hi, n`` (paired bootstrap 95 % CI)
 ``attribution.csv``  one row per (method, attribution): IoU, F1, precision, recall and the pointing
                      game of the protocol on the counterfactually verified pairs, ``n_kept``
                      (verified pairs) and ``n`` (those attributed)
@@ -81,6 +83,42 @@ def attribution_table(evals: list[dict[str, Any]]) -> pl.DataFrame:
                 row[k] = _f(a.get(k))
             rows.append(row)
     return pl.DataFrame(rows, schema=ATTR_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+PAIRED_SCHEMA = {"method": pl.Utf8, "baseline": pl.Utf8, "metric": pl.Utf8, "diff": pl.Float64, "lo": pl.Float64,
+                 "hi": pl.Float64, "n": pl.Int64}
+PAIRED_METRICS = ("cf_pos", "cf_neg", "cf_pref", "ctrl_pos", "ctrl_neg", "ctrl_pref")
+
+
+def paired_table(evals: list[dict[str, Any]], n_boot: int, seed: int,
+                 baselines: tuple[str, ...] = ("zero_shot", "lora_uniform")) -> pl.DataFrame:
+    """Each method minus each baseline on the same pairs (``pair_hits``), per metric: the
+    difference of the accuracies with a paired bootstrap 95 % CI over the pairs (control metrics
+    over the pairs that have a control). A method scored on other pairs than the baseline (another
+    digest) is left out."""
+    from nast.evaluate.metrics import paired_difference
+    from nast.grounding.metrics import decode_half_hits
+
+    by_name = {e["method"]: e for e in evals}
+    rows = []
+    for base in baselines:
+        ref = by_name.get(base)
+        if ref is None or not ref.get("pair_hits"):
+            continue
+        for e in evals:
+            if e["method"] in (base, "zero_shot") or not e.get("pair_hits"):
+                continue
+            if e["pair_hits"].get("pairs") != ref["pair_hits"].get("pairs"):
+                continue
+            for k in PAIRED_METRICS:
+                if k not in e["pair_hits"] or k not in ref["pair_hits"]:
+                    continue
+                a, b = decode_half_hits(e["pair_hits"][k]), decode_half_hits(ref["pair_hits"][k])
+                keep = ~(np.isnan(a) | np.isnan(b))
+                d, lo, hi = paired_difference(a[keep], b[keep], n_boot, seed)
+                rows.append({"method": e["method"], "baseline": base, "metric": f"{k}_acc", "diff": d, "lo": lo,
+                             "hi": hi, "n": int(keep.sum())})
+    return pl.DataFrame(rows, schema=PAIRED_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
 
 
 def plot_examples(grounding_dir: Path, table_path: Path, methods: list[str], path: Path) -> bool:
