@@ -25,11 +25,14 @@ STAGES = {
     "evaluate": ["--method", "zero_shot", "--model-dir", "out/none", "--cohort", "{f}", "--benchmark", "{f}",
                  "--contextual", "{f}", "--out", "out/e.json"],
     "pretrain-base": ["--cohort", "{f}", "--out", "out/base"],
+    "claims": ["--cohort", "{f}", "--out", "out/claims.parquet"],
+    "grounding-data": ["--box-format", "generic", "--boxes", "boxes.csv", "--root", ".", "--cohort", "{f}",
+                       "--cf-dir", "out/cf", "--out", "out/g.parquet", "--quarantine", "out/q.parquet"],
+    "evaluate-grounding": ["--method", "zero_shot", "--model-dir", "out/none", "--grounding", "{f}",
+                           "--cf-dir", "out/cf", "--out", "out/g.json", "--maps", "out/g.npz"],
 }
 #: stages that read through nast.io.read_parquet but not (yet) read_table's 0-row check
-READ_ONLY = {
-    "claims": ["--cohort", "{f}", "--out", "out/claims.parquet"],
-}
+READ_ONLY: dict[str, list[str]] = {}
 
 
 def _run(stage, f, params="params.yaml"):
@@ -41,6 +44,7 @@ def _run(stage, f, params="params.yaml"):
 def proj(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (tmp_path / "boxes.csv").write_text("image_path,finding,x0,y0,x1,y1\na.png,Edema,1,1,5,5\n")
     return tmp_path
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from nast.io import read_parquet, require_columns, write_parquet
+from nast.io import read_table, require_columns, write_parquet
 from nast.text.claims import claims_expectations, extract_claims, max_chars_of
 from nast.text.screen import DEFAULT_MAX_CHARS
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     text_cols = list(params["claims"]["text_cols"])
     from nast.text.claims import default_quarantine_path
 
-    cohort = read_parquet(args.cohort, "cohort table")
+    cohort = read_table(args.cohort, "cohort table", params)
     claims, quarantine, stats = cohort_claims(cohort, text_cols, source=args.cohort,
                                               max_chars=max_chars_of(args, params))
     gate(claims, "claims", stage_expectations(), report_dir=args.report_dir)
