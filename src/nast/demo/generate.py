@@ -27,7 +27,6 @@ import gzip
 import io
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from nast.demo.labels import StudyLabels, sample_study_labels
 from nast.demo.phantom import Anatomy, Finding, finding_bbox, jitter_study, render_frontal, render_lateral, sample_anatomy, to_uint8
 from nast.demo.reports import compose_report
 from nast.errors import StageError
+from nast.io import staged_dir as io_staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -240,18 +240,13 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _prepare_target(out: Path) -> Path:
-    """Refuse to clobber a folder that is not an earlier demo tree; return a fresh staging folder."""
+def _check_target(out: Path) -> None:
+    """Refuse to clobber a folder that is not an earlier demo tree."""
     if out.exists():
         if not out.is_dir():
             raise StageError(f"demo output is not a directory: {out}")
         if any(out.iterdir()) and not (out / CHEXPERT_FILE).is_file():
             raise StageError(f"refusing to overwrite {out}: not empty and not a demo tree (no {CHEXPERT_FILE})")
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    return stage
 
 
 def generate_demo(
@@ -270,8 +265,8 @@ def generate_demo(
     out.parent.mkdir(parents=True, exist_ok=True)
     plan = plan_demo(n_subjects=n_subjects, studies_per_subject=studies_per_subject, image_size=image_size,
                      lateral_fraction=lateral_fraction, seed=seed, split_fractions=split_fractions)
-    stage = _prepare_target(out)
-    try:
+    _check_target(out)
+    with io_staged_dir(out) as stage:
         ann_rows = _write_files(plan, stage, twins)
         ann_schema = {c: pl.Utf8 for c in ANNOTATION_COLUMNS} | {
             "study_id": pl.Int64, "subject_id": pl.Int64, "x0": pl.Int64, "y0": pl.Int64, "x1": pl.Int64, "y1": pl.Int64}
@@ -279,12 +274,6 @@ def generate_demo(
         for name, df in ((CHEXPERT_FILE, chexpert_frame(plan)), (METADATA_FILE, metadata_frame(plan)),
                          (SPLIT_FILE, split_frame(plan)), (ANNOTATIONS_FILE, ann)):
             (stage / name).write_bytes(_gz_csv(df))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     summary = summarize(plan)
     summary["n_annotations"] = len(ann_rows)
     summary["n_twins"] = len(ann_rows) if twins else 0

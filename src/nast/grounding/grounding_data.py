@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -240,10 +239,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     io.require_columns(cohort, COHORT_COLUMNS, args.cohort)
     box_rows = B.read_csv(args.boxes, args.box_format)
     cf_dir = Path(args.cf_dir)
-    staging = cf_dir.with_name(f".{cf_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with io.staged_dir(cf_dir) as staging:
         table, quarantine = build(box_rows, cohort, args.box_format, root, staging, cfg, str(args.boxes))
         # paths in the table name the final folder
         table = table.with_columns(
@@ -253,12 +249,6 @@ def run(args: argparse.Namespace, params: dict) -> int:
         if table.height == 0:
             raise StageError(f"grounding-data: no usable box in {args.boxes} ({quarantine.height} quarantined, "
                              f"reasons in {args.quarantine})")
-        if cf_dir.exists():
-            shutil.rmtree(cf_dir)
-        os.replace(staging, cf_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     io.write_parquet(table, args.out)
     io.write_parquet(quarantine, args.quarantine)
     by_split = dict(table.group_by("split").len().sort("split").iter_rows())
