@@ -100,6 +100,10 @@ def summary_table(evals: list[dict[str, Any]]) -> pl.DataFrame:
             lo, hi = (e.get(f"{k}_ci") or [None, None])
             row[f"{k}_lo"], row[f"{k}_hi"] = _f(lo), _f(hi)
         row["gap_closed"] = (1 - row["mcq_gap"] / zs_gap) if zs_gap > 0 else float("nan")
+        lb = (e.get("mcq_length_bias") or {}).get("negated") or {}
+        row["negated_acc_longest"] = _f(lb.get("longest_acc"))
+        row["negated_acc_shortest"] = _f(lb.get("shortest_acc"))
+        row["negated_acc_length_controlled"] = _f(lb.get("length_controlled_acc"))
         row["claim_acc"] = _f(e["claim_acc"])
         row["claim_pair_acc"] = _f(e.get("claim_pair_acc"))
         row["claim_acc_image_shuffled"] = _f(e.get("claim_acc_image_shuffled"))
@@ -306,10 +310,14 @@ def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Pat
     files["summary.md"] = io.write_text(
         "# NAST comparison (test split)\n\n" + to_markdown(summary.select(
             "method", "mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "mcq_gap_lo", "mcq_gap_hi",
-            "gap_closed", "claim_acc", "claim_acc_image_shuffled", "retrieval_r5", "auroc_mean", "n_mcq"))
+            "gap_closed", "negated_acc_longest", "negated_acc_shortest", "negated_acc_length_controlled",
+            "claim_acc", "claim_acc_image_shuffled", "retrieval_r5", "auroc_mean", "n_mcq"))
         + "\nMCQ gap = affirmative - negated accuracy (95% bootstrap CI lo/hi); gap_closed relative to zero_shot."
           " claim_acc_image_shuffled = claim accuracy with every claim scored against another patient's image"
-          " (what the caption text alone decides; claim_acc far above it is image-conditioned).\n"
+          " (what the caption text alone decides; claim_acc far above it is image-conditioned)."
+          " negated_acc_longest / _shortest: negated accuracy on the questions whose correct option is strictly the"
+          " longest / shortest of the four (tokens); _length_controlled: the mean over the correct option's length"
+          " ranks.\n"
         + "\n## Paired differences (same test questions)\n\n" + to_markdown(paired)
         + "\nnegated_diff = negated accuracy of the method - that of the reference; gap_diff = gap of the method"
           " - gap of the reference (negative = smaller gap); paired bootstrap 95% CI over the questions. A CI that"

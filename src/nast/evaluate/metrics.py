@@ -61,6 +61,38 @@ def mcq_correct(scores: np.ndarray, correct: Sequence[int]) -> np.ndarray:
     return scores.argmax(axis=1) == correct
 
 
+def length_bias(hits: np.ndarray, lengths: np.ndarray, correct: Sequence[int]) -> dict:
+    """Accuracy by how long the correct option is among the four (CheXalign's length concern).
+
+    ``lengths`` [N, 4]: token counts of the options; the correct option's rank is the number of
+    options strictly shorter than it (0 = shortest, ties share the lower rank). ``longest_acc`` /
+    ``shortest_acc``: accuracy on the questions whose correct option is strictly the longest /
+    strictly the shortest (ties count for neither); ``length_controlled_acc``: the mean of the
+    per-rank accuracies over the ranks that occur, so a model that merely prefers long (or short)
+    options gains nothing from how often the correct option happens to be long.
+    """
+    hits = np.asarray(hits, dtype=bool)
+    if hits.size == 0:
+        return {"longest_acc": float("nan"), "n_longest": 0, "shortest_acc": float("nan"), "n_shortest": 0,
+                "by_rank": {}, "n_by_rank": {}, "length_controlled_acc": float("nan")}
+    lengths = np.asarray(lengths, dtype=float).reshape(len(hits), -1)
+    correct = np.asarray(correct, dtype=int)
+    rows = np.arange(len(hits))
+    own = lengths[rows, correct]
+    other = np.ones(lengths.shape, dtype=bool)
+    other[rows, correct] = False
+    rank = (lengths < own[:, None]).sum(axis=1)
+    longest = own > np.where(other, lengths, -np.inf).max(axis=1, initial=-np.inf)
+    shortest = own < np.where(other, lengths, np.inf).min(axis=1, initial=np.inf)
+    by_rank = {str(int(r)): accuracy(hits[rank == r]) for r in sorted(set(rank.tolist()))}
+    return {
+        "longest_acc": accuracy(hits[longest]), "n_longest": int(longest.sum()),
+        "shortest_acc": accuracy(hits[shortest]), "n_shortest": int(shortest.sum()),
+        "by_rank": by_rank, "n_by_rank": {str(int(r)): int((rank == r).sum()) for r in sorted(set(rank.tolist()))},
+        "length_controlled_acc": float(np.mean(list(by_rank.values()))) if by_rank else float("nan"),
+    }
+
+
 def accuracy(hits: np.ndarray) -> float:
     hits = np.asarray(hits, dtype=bool)
     return float(hits.mean()) if hits.size else float("nan")

@@ -47,6 +47,17 @@ def mcq_scores(bench: pl.DataFrame, img: dict, txt: dict, prefix: str) -> np.nda
     return np.asarray(rows, dtype=float).reshape(len(rows), 4)
 
 
+def option_token_lengths(vl, bench: pl.DataFrame, prefix: str) -> np.ndarray:
+    """[N, 4] real token counts (specials included) of the option texts ``{prefix}_A..D``."""
+    if bench.height == 0:
+        return np.zeros((0, 4))
+    texts = [t for r in bench.iter_rows(named=True) for t in (r[f"{prefix}_{L}"] for L in M.LETTERS)]
+    counts = []
+    for i in range(0, len(texts), 512):
+        counts.append(vl.token_lengths(vl.tokenize(texts[i : i + 512])).cpu().numpy())
+    return np.concatenate(counts).reshape(bench.height, 4)
+
+
 def mcq_correct_index(bench: pl.DataFrame) -> np.ndarray:
     return np.asarray([M.LETTERS.index(c) for c in bench["correct"].to_list()], dtype=int)
 

@@ -7,7 +7,9 @@ Loads the base model from ``params.model``, applies the trained adapter/weights 
   gap (affirmative - negated), bootstrap 95 % CIs (``evaluate.bootstrap`` resamples, ``evaluate.seed``),
   negated accuracy by the number of negated conditions in the correct option and by condition,
   and the per-question hits (``mcq_hits``: 0/1 strings and a digest of the question order) that
-  ``nast report`` pairs across methods;
+  ``nast report`` pairs across methods; ``mcq_length_bias`` per set: accuracy when the correct
+  option is strictly the longest / shortest of the four (model tokens) and the length-controlled
+  accuracy (:func:`nast.evaluate.metrics.length_bias`);
 * contextual claims: ``claim_acc`` (true caption beats all its foils), by foil type, pairwise;
 * image->report and report->image R@1/5/10 (one frontal image per test study; the report text
   is the impression followed by as many whole findings sentences as fit the text context,
@@ -90,6 +92,15 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     bench = benchmark.filter(pl.col("split") == "test").sort("dicom_id")
     neg, aff = S.mcq_hits(vl, bench)
     out = mcq_block(neg, aff, bench, n_boot, seed)
+    correct = S.mcq_correct_index(bench)
+    out["mcq_length_bias"] = {
+        "negated": M.length_bias(neg, S.option_token_lengths(vl, bench, "negated"), correct),
+        "affirmative": M.length_bias(aff, S.option_token_lengths(vl, bench, "affirmative"), correct),
+    }
+    for which, lb in out["mcq_length_bias"].items():  # flat copies (MLflow metrics, summary table)
+        out[f"mcq_{which}_acc_longest"] = lb["longest_acc"]
+        out[f"mcq_{which}_acc_shortest"] = lb["shortest_acc"]
+        out[f"mcq_{which}_length_controlled_acc"] = lb["length_controlled_acc"]
     log.info("MCQ: %d test questions, negated %.3f, affirmative %.3f", len(neg), out["mcq_negated_acc"],
              out["mcq_affirmative_acc"])
 
