@@ -102,3 +102,18 @@ def test_dvc_declares_metrics_and_plots():
     assert "reports/tables/metrics.json" in metrics and "reports/eval" in metrics
     flat = [next(iter(p)) if isinstance(p, dict) else p for p in plots]
     assert "reports/plots" in flat and "reports/cte/layer_weights.csv" in flat
+
+
+def test_stages_declare_what_they_read(snakemake_export):
+    """nast.normalize changes NAST's weights; evaluate and evaluate_grounding load the base model."""
+    dvc = dagtools.dvc_stages(ROOT)
+    smk, _ = dagtools.normalise_snakemake(snakemake_export)
+    for dag in (dvc, smk):
+        assert "nast.normalize" in dag["train@nast"]["params"]
+        sweep = [s for name, s in dag.items() if name.startswith("train_sweep@")]
+        assert sweep and all("nast.normalize" in s["params"] for s in sweep)
+        assert "nast.normalize" not in dag["train@lora_uniform"]["params"]
+        for name, s in dag.items():
+            if name.startswith(("evaluate@", "evaluate_sweep@", "evaluate_grounding")):
+                assert "models/base" in s["deps"], name
+                assert "--base models/base" in s["cmd"], name

@@ -113,13 +113,14 @@ def cfg_params(*keys):
 
 
 def train_keys(method):
-    """params.yaml keys a training job depends on: only the nast method reads nast.beta and
-    nast.scale; the sweep (method None) passes --beta on the command line and reads nast.scale."""
+    """params.yaml keys a training job depends on: only the nast method reads nast.beta,
+    nast.scale and nast.normalize; the sweep (method None) passes --beta on the command line and
+    reads nast.scale and nast.normalize."""
     keys = ["train", "model"]
     if method == "nast":
-        keys += ["nast.beta", "nast.scale"]
+        keys += ["nast.beta", "nast.scale", "nast.normalize"]
     elif method is None:
-        keys.append("nast.scale")
+        keys += ["nast.scale", "nast.normalize"]
     return keys
 
 

@@ -3,6 +3,7 @@
 rule evaluate:
     input:
         model="models/{method}",
+        base=base_model(),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -25,13 +26,14 @@ rule evaluate:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method {wildcards.method} --model-dir {input.model}"
-        " --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"
 
 
 rule evaluate_sweep:
     input:
         model="models/nast-beta{beta}",
+        base=base_model(),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -54,5 +56,5 @@ rule evaluate_sweep:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method nast-beta{wildcards.beta} --model-dir {input.model}"
-        " --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"
