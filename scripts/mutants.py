@@ -97,6 +97,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("control_may_touch_a_finding", "src/nast/grounding/edits.py",
            "        ok &= ~((gx < ax1) & (ax0 < gx + bw) & (gy < ay1) & (ay0 < gy + bh))", "        pass",
            (GROUND_DATA,)),
+    Mutant("grounding_term_dropped", "src/nast/train/trainer.py",
+           'out["loss"] = out["loss"] + spec.lambda_ground * out["ground_loss"]',
+           'out["loss"] = out["loss"] + 0 * out["ground_loss"]', ("tests/train/test_grounded.py",)),
+    Mutant("grounding_loss_control_ignored", "src/nast/train/losses.py",
+           "        loss = loss + (c_pos.pow(2) + c_neg.pow(2)).mean()", "        loss = loss + 0",
+           ("tests/train/test_grounded.py",)),
     # ---- metric definitions (src/nast/evaluate/metrics.py)
     Mutant("claim_group_any_instead_of_all", "src/nast/evaluate/metrics.py",
            "group_hits = [all(ws) for ws in by_group.values()]", "group_hits = [any(ws) for ws in by_group.values()]",

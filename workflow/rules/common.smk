@@ -57,6 +57,20 @@ def grounding_boxes():
     return f"{DATA_ROOT}/demo-annotations.csv.gz"
 
 
+#: methods that train on the counterfactual pairs (nast.train.methods.GROUNDED)
+GROUNDED = ("grounded", "nast-grounded")
+if any(m in GROUNDED for m in METHODS) and not GROUNDING_ON:
+    raise ValueError(
+        f"params.yaml: methods {[m for m in METHODS if m in GROUNDED]} train on counterfactual pairs, "
+        "but there are no grounding boxes (grounding.boxes is null on a non-demo source)"
+    )
+
+
+def grounded_train_inputs(wc):
+    """The grounding table and its images for the grounded methods' training, else nothing."""
+    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF) if wc.method in GROUNDED else {}
+
+
 def grounding_inputs():
     """report's extra inputs when the grounding stages are part of the DAG."""
     if not GROUNDING_ON:
@@ -117,7 +131,7 @@ def train_keys(method):
     nast.scale and nast.normalize; the sweep (method None) passes --beta on the command line and
     reads nast.scale and nast.normalize."""
     keys = ["train", "model"]
-    if method == "nast":
+    if method in ("nast", "nast-grounded"):
         keys += ["nast.beta", "nast.scale", "nast.normalize"]
     elif method is None:
         keys += ["nast.scale", "nast.normalize"]

@@ -1,8 +1,10 @@
 # train: NAST and the baselines (methods from params.yaml), and the NAST beta sweep
-# (nast.betas -> models/nast-beta{beta}/). Only the nast method depends on nast.beta; nast and
-# the sweep depend on nast.scale.
+# (nast.betas -> models/nast-beta{beta}/). Only the nast methods depend on nast.beta; they and
+# the sweep depend on nast.scale and nast.normalize. The grounded methods also read the
+# grounding table's train-split counterfactual pairs (and their images).
 rule train:
     input:
+        unpack(grounded_train_inputs),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -13,6 +15,7 @@ rule train:
     params:
         file=PARAMS,
         cfg=lambda wc: cfg_params(*train_keys(wc.method)),
+        ground=lambda wc: f" --grounding {GROUNDING}" if wc.method in GROUNDED else "",
     log:
         f"{LOGS}/train/{{method}}.log",
     benchmark:
@@ -23,7 +26,7 @@ rule train:
     shell:
         "nast train --params {params.file} --method {wildcards.method} --cohort {input.cohort}"
         " --benchmark {input.benchmark} --contextual {input.contextual}"
-        " --layer-weights {input.layer_weights} --out {output} > {log} 2>&1"
+        " --layer-weights {input.layer_weights}{params.ground} --out {output} > {log} 2>&1"
 
 
 rule train_sweep:

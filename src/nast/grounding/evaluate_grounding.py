@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +42,11 @@ from nast import io
 from nast.errors import StageError
 from nast.grounding import metrics as G
 from nast.grounding import protocol as P
+from nast.grounding.texts import PAIR_COLUMNS, phrasing
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ("dicom_id", "split", "finding", "box_index", "image_path", "width", "height",
-                 "x0", "y0", "x1", "y1", "cf_path", "ctrl_path")
+TABLE_COLUMNS = PAIR_COLUMNS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,16 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cf-dir", required=True, help="folder of its counterfactual/control PNGs")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/grounding/M.json")
     parser.add_argument("--maps", required=True, help="output .npz of the example maps")
-
-
-def phrasing(dicom_id: str, finding: str, box_index: int, seed: int) -> tuple[str, str]:
-    """("X", "no X") texts of one pair: a phrase-table name and an absence cue, seeded by the pair."""
-    from nast.text.templates import ABSENCE_CUES, surface_forms
-
-    rng = random.Random(f"{seed}:{dicom_id}:{finding}:{box_index}")
-    name = rng.choice(surface_forms().get(finding, (finding.lower(),)))
-    cue = rng.choice(ABSENCE_CUES)
-    return name, f"{cue} {name}"
 
 
 def pair_order(df: pl.DataFrame, seed: int) -> pl.DataFrame:

@@ -84,3 +84,19 @@ def claim_image_loss(cap: torch.Tensor, img: torch.Tensor, opposite: torch.Tenso
     logits = (scale * cap @ img.T).masked_fill(~(keep | torch.eye(b, dtype=torch.bool, device=cap.device)), NEG_INF)
     target = torch.arange(b, device=cap.device)
     return F.cross_entropy(logits[has], target[has])
+
+
+def grounding_loss(img: torch.Tensor, cf: torch.Tensor, ctrl: torch.Tensor, has_ctrl: torch.Tensor,
+                   pos: torch.Tensor, neg: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """img/cf/ctrl [P,D] image embeddings (I, Ĩ, C), has_ctrl [P] bool, pos/neg [P,D] the "X" and
+    "no X" text embeddings of each pair. Mean over pairs of
+    ``softplus(-scale (s(I,X) - s(Ĩ,X))) + softplus(-scale (s(Ĩ,noX) - s(I,noX)))`` plus the mean
+    over the pairs with a control of ``(scale (s(I,X) - s(C,X)))^2 + (scale (s(I,noX) - s(C,noX)))^2``."""
+    d_pos = scale * ((img - cf) * pos).sum(-1)
+    d_neg = scale * ((cf - img) * neg).sum(-1)
+    loss = (F.softplus(-d_pos) + F.softplus(-d_neg)).mean()
+    if bool(has_ctrl.any()):
+        c_pos = scale * ((img - ctrl) * pos).sum(-1)[has_ctrl]
+        c_neg = scale * ((img - ctrl) * neg).sum(-1)[has_ctrl]
+        loss = loss + (c_pos.pow(2) + c_neg.pow(2)).mean()
+    return loss

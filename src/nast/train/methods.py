@@ -11,11 +11,15 @@ full_ft         yes      the whole text tower (no LoRA)  0       CLIP + λ claim
 hard_negative   yes      LoRA on all text blocks         0       NegCLIP       polarity foils as extra
                                                                                negatives, λ = 0
 topk_layers     yes      LoRA on the top-k CTE blocks    0       CLIP + λ claim k = train.topk_layers
+grounded        yes      LoRA on all text blocks         0       + λ_g ground  counterfactual pairs
+nast-grounded   yes      LoRA on all text blocks         β       + λ_g ground  nast + the same term
 =============== ======== =============================== ======= ============ ===================
 
 β = 0 gives α_l^0 = 1 for every layer (including α_l = 0), i.e. exactly uniform LoRA.
 ``train.lambda_image`` (default 0) adds the image direction of the claim loss
 (:func:`nast.train.losses.claim_image_loss`) to every method that trains the claim loss.
+``grounded`` / ``nast-grounded`` add ``train.lambda_ground`` x the counterfactual grounding loss
+(:func:`nast.train.losses.grounding_loss`) over the train split of the grounding table.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from typing import Any
 
 from nast.errors import StageError
 
-METHODS = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers")
+METHODS = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded",
+           "nast-grounded")
+#: the methods that train on the grounding table's counterfactual pairs
+GROUNDED = ("grounded", "nast-grounded")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class MethodSpec:
     topk: int | None = None
     lambda_claim: float = 1.0
     lambda_image: float = 0.0  # image direction of the claim loss (train.lambda_image)
+    lambda_ground: float = 0.0  # counterfactual grounding loss (train.lambda_ground; grounded methods only)
     lr: float = 5e-4
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +81,12 @@ def resolve_method(method: str, params: dict[str, Any], beta: str | float | None
         if b < 0:
             raise StageError(f"--beta: must be >= 0, got {beta}")
         return MethodSpec(name=f"nast-beta{beta}", base=method, beta=b, lambda_claim=lam, lambda_image=lam_img, lr=lr)
+    if method == "grounded":
+        return MethodSpec(name=method, base=method, beta=0.0, lambda_claim=lam, lambda_image=lam_img,
+                          lambda_ground=float(tp["lambda_ground"]), lr=lr)
+    if method == "nast-grounded":
+        return MethodSpec(name=method, base=method, beta=float(params["nast"]["beta"]), lambda_claim=lam,
+                          lambda_image=lam_img, lambda_ground=float(tp["lambda_ground"]), lr=lr)
     if method == "full_ft":
         return MethodSpec(name=method, base=method, lora=False, full_ft=True, lambda_claim=lam,
                           lambda_image=lam_img, lr=float(tp["full_ft_lr"]))

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contextual", required=True, help="contextual.parquet (train split -> training pairs)")
     parser.add_argument("--layer-weights", default=None,
                         help="reports/cte/layer_weights.csv (layer, cte, alpha); required by nast (beta > 0) and topk_layers")
+    parser.add_argument("--grounding", default=None,
+                        help="grounding.parquet (nast grounding-data): its train-split counterfactual pairs; "
+                             "required by the grounded methods (grounded, nast-grounded), read by no other")
     parser.add_argument("--out", required=True, help="output model folder, e.g. models/nast")
     parser.add_argument("--stop-after-epoch", type=int, default=None,
                         help="testing: stop after this epoch as if killed (exit 3); rerun to resume")
@@ -79,7 +82,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     stop = args.stop_after_epoch
     if stop is None and os.environ.get("NAST_STOP_AFTER_EPOCH"):
         stop = int(os.environ["NAST_STOP_AFTER_EPOCH"])
-    inputs = [args.cohort, args.benchmark, args.contextual] + ([args.layer_weights] if args.layer_weights else [])
+    inputs = ([args.cohort, args.benchmark, args.contextual] + ([args.layer_weights] if args.layer_weights else [])
+              + ([args.grounding] if args.grounding and spec.lambda_ground > 0 else []))
 
     manifest = {"method": spec.name, "base_method": spec.base, "trained": spec.train, "seed": seed,
                 "epochs": int(tp["epochs"]) if spec.train else 0, "base": params["model"]}
@@ -138,6 +142,18 @@ def _run(args: argparse.Namespace, params: dict) -> int:
                              "(train.clip_caption: report needs the cohort the contextual table was built from)")
         return ReportCaptions(vl, [by_path[p][0] for p in paths], [by_path[p][1] for p in paths], "report")
 
+    ground = None
+    if spec.lambda_ground > 0:
+        from nast.grounding.texts import PAIR_COLUMNS
+
+        if not args.grounding:
+            raise StageError(f"--method {args.method} needs --grounding (data/processed/grounding.parquet)")
+        gt = io.read_table(args.grounding, "grounding table", params)
+        io.require_columns(gt, PAIR_COLUMNS, args.grounding)
+        ground = gt.filter(pl.col("split") == "train").sort("dicom_id", "finding", "box_index")
+        log.info("%s: %d counterfactual pairs (train split, %d with a control) for the grounding loss",
+                 spec.name, ground.height, ground["ctrl_path"].is_not_null().sum())
+
     claim_labels = None
     if spec.lambda_image > 0:
         from nast.train.data import claim_polarity_labels
@@ -151,7 +167,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         validate=lambda: validation_metrics(vl, benchmark, contextual, "validate"),
         stop_after_epoch=stop, fingerprint=fingerprint,
         report_captions=report_captions if clip_caption == "report" else None,
-        claim_labels=claim_labels,
+        claim_labels=claim_labels, ground=ground,
     )
     if not finished:
         return 3

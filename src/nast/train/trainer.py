@@ -347,6 +347,7 @@ def train(
     fingerprint: str = "",
     report_captions: Callable[[list[str]], Any] | None = None,
     claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ground: pl.DataFrame | None = None,
 ) -> tuple[list[dict[str, float]], bool]:
     """Run (or resume) training. Returns (curve rows, finished). Writes OUT/state/ checkpoints.
 
@@ -357,6 +358,12 @@ def train(
 
     A checkpoint is resumed only when its ``fingerprint`` (method, params, inputs) matches; a
     stale one from different settings is discarded with a warning.
+
+    ``ground`` (the train rows of the grounding table: ``dicom_id, finding, box_index,
+    image_path, cf_path, ctrl_path``) with ``spec.lambda_ground`` > 0 adds the counterfactual
+    grounding loss: every step also scores ``batch_size`` pairs (a per-epoch permutation, cycled)
+    with "X" / "no X" texts drawn anew each epoch (:func:`nast.grounding.texts.phrasing` seeded
+    by ``(seed, epoch)``).
     """
     out_dir = Path(out_dir)
     state_dir = out_dir / STATE_DIR
@@ -394,6 +401,35 @@ def train(
         with torch.no_grad():
             img_all = torch.cat([vl.encode_image(pixels[i : i + 64].to(vl.device)) for i in range(0, len(pixels), 64)])
 
+    use_ground = spec.lambda_ground > 0
+    if use_ground:
+        if ground is None or ground.height == 0:
+            raise StageError(f"method {spec.name}: no counterfactual pairs in the train split of the grounding table")
+        g_paths = sorted({p for c in ("image_path", "cf_path", "ctrl_path") for p in ground[c].to_list() if p})
+        g_idx = {p: i for i, p in enumerate(g_paths)}
+        g_pixels = load_images(vl, g_paths, "grounding image")
+        g_img = torch.tensor([g_idx[p] for p in ground["image_path"]])
+        g_cf = torch.tensor([g_idx[p] for p in ground["cf_path"]])
+        g_has = torch.tensor([p is not None for p in ground["ctrl_path"]])
+        g_ctrl = torch.tensor([g_idx[p] if p else g_idx[i] for p, i in zip(ground["ctrl_path"], ground["image_path"])])
+        g_keys = list(ground.select("dicom_id", "finding", "box_index").iter_rows())
+        if not train_vision:
+            with torch.no_grad():
+                g_emb = torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device)) for i in range(0, len(g_pixels), 64)])
+
+    def ground_embeddings(rows: torch.Tensor) -> torch.Tensor:
+        return vl.encode_image(g_pixels[rows].to(vl.device)) if train_vision else g_emb[rows]
+
+    def ground_term(step: int, gperm: torch.Tensor, texts: list[tuple[str, str]]) -> torch.Tensor:
+        """The grounding loss of step ``step``'s pairs (``batch_size`` of them, cycling ``gperm``)."""
+        m = len(gperm)
+        idx = gperm[torch.arange(step * bs, step * bs + min(bs, m)) % m].tolist()
+        t = vl.encode_text_trimmed(_tokens(vl, [texts[i][0] for i in idx] + [texts[i][1] for i in idx]))
+        rows = torch.tensor(idx)
+        return losses.grounding_loss(ground_embeddings(g_img[rows]), ground_embeddings(g_cf[rows]),
+                                     ground_embeddings(g_ctrl[rows]), g_has[rows].to(vl.device),
+                                     t[: len(idx)], t[len(idx):], _scale(vl))
+
     curve: list[dict[str, float]] = []
     start = 1
     ck = _latest_checkpoint(state_dir)
@@ -425,6 +461,13 @@ def train(
         sums = {"loss": 0.0, "clip_loss": 0.0, "claim_loss": 0.0}
         if spec.lambda_image > 0 and claim_labels is not None:
             sums["claim_image_loss"] = 0.0
+        if use_ground:
+            from nast.grounding.texts import phrasing
+
+            sums["ground_loss"] = 0.0
+            g_gen = torch.Generator().manual_seed(seed * 100003 + epoch + 7919)
+            gperm = torch.randperm(len(g_keys), generator=g_gen)
+            g_texts = [phrasing(d, f, k, f"{seed}:{epoch}") for d, f, k in g_keys]
         steps = 0
         epoch_caps = reports.captions(np.random.default_rng([seed, epoch])) if reports is not None else None
         for b in range(0, n, bs):
@@ -437,6 +480,9 @@ def train(
                 img = img_all[row_img[rows]]
             texts = [epoch_caps[i] for i in row_img[rows].tolist()] if epoch_caps is not None else None
             out = step_loss(vl, spec, groups, rows, img, texts, claim_labels)
+            if use_ground:
+                out["ground_loss"] = ground_term(steps, gperm, g_texts)
+                out["loss"] = out["loss"] + spec.lambda_ground * out["ground_loss"]
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if scale_mode == "grad":
