@@ -20,11 +20,10 @@ topk_layers     yes      LoRA on the top-k CTE blocks    0       CLIP + λ claim
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nast.config import params_file as _pf
 from nast.errors import StageError
 
 METHODS = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers")
