@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo test test-mutants clean-demo help
+.PHONY: setup demo test lint test-mutants clean-demo help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline on the embedded demo data"
 	@echo "make test   - set up .venv (if needed) and run the test suite"
+	@echo "make lint   - ruff check of src, tests, benchmarks and scripts (config in pyproject.toml)"
 	@echo "make setup  - only create .venv with the pinned packages (requirements.lock)"
 	@echo "make test-slurm - run the demo DAG through a real one-node SLURM cluster (root, apt-get)"
 	@echo "make dvc-remote - configure a local DVC remote (DVC_REMOTE=DIR, default .dvc-remote/)"
@@ -38,6 +39,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
 
 # mutation run (scripts/mutants.py): one-line bugs in scoring, controls, losses, NAST scaling, tracking
 # and report tables, each applied alone to a temporary copy; the tests named for it must fail.

@@ -50,7 +50,8 @@ NORMALS = ["Heart size is normal.", "The cardiomediastinal silhouette is within 
 OTHERS = ["Degenerative changes of the thoracic spine.", "Surgical clips in the right upper quadrant.",
           "Median sternotomy wires are intact.", "Calcification of the aortic knob.",
           "The visualized upper abdomen is unremarkable.", "Old healed left rib fractures.",
-          "Mild cardiomegaly is unchanged.", "Moderate hiatal hernia.", "Stable calcified granuloma in the left upper lobe."]
+          "Mild cardiomegaly is unchanged.", "Moderate hiatal hernia.",
+          "Stable calcified granuloma in the left upper lobe."]
 
 
 def _sentence(rng: random.Random) -> str:

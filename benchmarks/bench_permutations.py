@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gate", action="store_true", help="also time the Great Expectations gate")
     ap.add_argument("--all-eligible", action="store_true", help="same as --workload eligible")
     args = ap.parse_args(argv)
-    workloads = ["eligible"] if args.all_eligible else {"both": ["mimic", "eligible"]}.get(args.workload, [args.workload])
+    workloads = (["eligible"] if args.all_eligible
+                 else {"both": ["mimic", "eligible"]}.get(args.workload, [args.workload]))
     for name in workloads:
         out, summary, seconds = run_workload(name, args.studies, args.seed)
     if args.gate:

@@ -52,8 +52,14 @@ def main() -> int:
     from nast.io import read_parquet
     from nast.models import load_model
     from nast.models.data import load_image
-    from nast.trace.cte import (alpha_stability, bootstrap_layer_cte, layer_cte, minmax_alpha,
-                                per_layer_example_cte, trace_pairs)
+    from nast.trace.cte import (
+        alpha_stability,
+        bootstrap_layer_cte,
+        layer_cte,
+        minmax_alpha,
+        per_layer_example_cte,
+        trace_pairs,
+    )
     from nast.trace.stage import probing_pairs
 
     torch.set_num_threads(args.threads)
@@ -86,7 +92,8 @@ def main() -> int:
         blocks = [i for i, layer in enumerate(layers) if layer >= 1]
         if unit == "state":
             sums = (res["cte"] * res["valid"][:, None, :]).sum(-1).mean(0)
-            print("  mean over pairs of sum_p CTE(l, p): " + ", ".join(f"layer {l} {v:.3f}" for l, v in zip(layers, sums)))
+            print("  mean over pairs of sum_p CTE(l, p): "
+                  + ", ".join(f"layer {layer} {v:.3f}" for layer, v in zip(layers, sums)))
 
         def factors(idx, how):
             a = minmax_alpha(layer_cte(r[idx], d[idx], how))[blocks] ** beta

@@ -265,7 +265,8 @@ def evaluate_labels(df: pl.DataFrame, labels: pl.DataFrame | None = None, preced
     labelled = set(labels["uid"].to_list())
     truth = {u: t for u, t in truth.items() if u in labelled}
     normal = normal_all & labelled
-    out: dict = {"precedence": precedence, "n_labelled": labels.height, "n_quarantined": None if quarantine is None else quarantine.height,
+    out: dict = {"precedence": precedence, "n_labelled": labels.height,
+                 "n_quarantined": None if quarantine is None else quarantine.height,
                  "seconds": seconds}
     for name, states in (("positives", (1,)), ("positive_or_uncertain", (1, -1))):
         pred: dict[str, set[str]] = defaultdict(set)
@@ -286,12 +287,14 @@ def evaluate_labels(df: pl.DataFrame, labels: pl.DataFrame | None = None, preced
 
 def format_labels(res: dict) -> str:
     pos, pu = res["positives"], res["positive_or_uncertain"]
-    lines = [f"nast label --precedence {res['precedence']} vs MeSH ({res['n_labelled']} labelled, {res['n_quarantined']} quarantined, "
+    lines = [f"nast label --precedence {res['precedence']} vs MeSH ({res['n_labelled']} labelled, "
+             f"{res['n_quarantined']} quarantined, "
              f"{res['seconds']:.1f} s)",
              f"{'finding':28s} {'supp':>5s} | {'P':>5s} {'R':>5s} {'F1':>5s} | F1 with -1 as positive"]
     for f in sorted(pos["per_finding"], key=lambda f: -pos["per_finding"][f]["support"]):
         e, u = pos["per_finding"][f], pu["per_finding"].get(f, {"f1": 0.0})
-        lines.append(f"{f:28s} {e['support']:5d} | {e['precision']:5.3f} {e['recall']:5.3f} {e['f1']:5.3f} | {u['f1']:5.3f}")
+        lines.append(f"{f:28s} {e['support']:5d} | {e['precision']:5.3f} {e['recall']:5.3f} {e['f1']:5.3f} | "
+                     f"{u['f1']:5.3f}")
     lines.append(f"label positives macro-F1 over the 8 findings: {pos['macro_f1_8']:.3f} "
                  f"(-1 as positive: {pu['macro_f1_8']:.3f}); support >= {MIN_SUPPORT}: {pos['macro_f1']:.3f}")
     lines.append(f"label FP rate on 'normal' reports (n={pos['n_normal']}): {pos['fp_rate_normal']:.3f}")
@@ -321,9 +324,11 @@ def format_table(result: dict) -> str:
                  f"baseline {bl['macro_f1_8']:.3f}")
     lat = ex["laterality"]
     if lat["strict"] is not None:
-        lines.append(f"laterality agreement, a missing side counted as wrong (n={lat['strict_n']}): {lat['strict']:.3f}; "
+        lines.append(f"laterality agreement, a missing side counted as wrong (n={lat['strict_n']}): "
+                     f"{lat['strict']:.3f}; "
                      f"where the reader gives a side (n={lat['given_n']}): {lat['given']:.3f}")
-        lines.append("  per finding (agree/n): " + ", ".join(f"{f} {a}/{n}" for f, (a, n) in lat["per_finding"].items()))
+        lines.append("  per finding (agree/n): "
+                     + ", ".join(f"{f} {a}/{n}" for f, (a, n) in lat["per_finding"].items()))
     unc = ex["uncertainty"]
     share = unc["uncertain_only_in_mesh"]
     lines.append(f"uncertainty: {unc['mixed']} (report, sentence, finding) read both positive and uncertain; "

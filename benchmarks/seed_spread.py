@@ -66,7 +66,8 @@ def main() -> int:
         return json.loads(out.read_text())
 
     for seed in args.seeds:  # one params file per seed, written before the workers start
-        (work / f"params_seed{seed}.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "seed": seed}}))
+        (work / f"params_seed{seed}.yaml").write_text(
+            yaml.safe_dump({**base, "train": {**base["train"], "seed": seed}}))
     jobs = [(m, s) for s in args.seeds for m in args.methods]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(jobs, pool.map(lambda ms: one(*ms), jobs)))
@@ -81,7 +82,8 @@ def main() -> int:
              ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap")}
         print(f"{m:15s} negated {v['mcq_negated_acc'].mean():.3f} ± {v['mcq_negated_acc'].std(ddof=1):.3f}, "
               f"affirmative {v['mcq_affirmative_acc'].mean():.3f} ± {v['mcq_affirmative_acc'].std(ddof=1):.3f}, "
-              f"gap {v['mcq_gap'].mean():+.3f} ± {v['mcq_gap'].std(ddof=1):.3f} (mean ± sd over {len(args.seeds)} seeds)")
+              f"gap {v['mcq_gap'].mean():+.3f} ± {v['mcq_gap'].std(ddof=1):.3f} "
+              f"(mean ± sd over {len(args.seeds)} seeds)")
     if len(args.methods) >= 2:
         a, b = args.methods[:2]
         nd, gd = [], []
@@ -96,7 +98,10 @@ def main() -> int:
                   f"{c['negated_diff_hi']:+.3f}), gap {c['gap_diff']:+.3f} ({c['gap_diff_lo']:+.3f}, "
                   f"{c['gap_diff_hi']:+.3f})  [paired bootstrap over the questions]")
         nd, gd = np.array(nd), np.array(gd)
-        sd = (lambda x: x.std(ddof=1) if x.size > 1 else float("nan"))
+
+        def sd(x):
+            return x.std(ddof=1) if x.size > 1 else float("nan")
+
         print(f"\n{a}_minus_{b} negated_diff mean={nd.mean():+.3f} sd={sd(nd):.3f} over {nd.size} seeds; "
               f"gap_diff mean={gd.mean():+.3f} sd={sd(gd):.3f}")
     return 0

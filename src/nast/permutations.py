@@ -33,8 +33,6 @@ suite (:data:`PERMUTATION_EXPECTATIONS` on :func:`permutations_gate_frame`).
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 import argparse
 import logging
 from pathlib import Path
@@ -44,6 +42,7 @@ import numpy as np
 import polars as pl
 
 from nast.conditions import CONDITIONS
+from nast.config import params_file as _pf
 from nast.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -289,7 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quarantine", required=True,
                         help="output quarantine parquet (a .summary.json with counts is written next to it)")
     parser.add_argument("--validation-dir", default="reports/validation",
-                        help="folder of the Great Expectations report permutations.md/.json (default: reports/validation)")
+                        help="folder of the Great Expectations report permutations.md/.json "
+                             "(default: reports/validation)")
 
 
 def run(args: argparse.Namespace, params: dict) -> int:

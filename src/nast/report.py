@@ -50,9 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="tables folder, e.g. reports/tables")
     parser.add_argument("--plots", required=True, help="plots folder, e.g. reports/plots")
     parser.add_argument("--models-dir", default="models", help="trained models (for */curve.csv; default: models)")
-    parser.add_argument("--cte-dir", default="reports/cte", help="CTE outputs (heatmap logged to MLflow; default: reports/cte)")
+    parser.add_argument("--cte-dir", default="reports/cte",
+                        help="CTE outputs (heatmap logged to MLflow; default: reports/cte)")
     parser.add_argument("--grounding-dir", default=None,
-                        help="reports/grounding (nast evaluate-grounding): grounding.csv, attribution.csv, example picture")
+                        help="reports/grounding (nast evaluate-grounding): grounding.csv, attribution.csv, "
+                             "example picture")
     parser.add_argument("--grounding-table", default=None,
                         help="grounding.parquet (the pairs' images, for the example picture); with --grounding-dir")
 
@@ -358,7 +360,8 @@ def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: P
         + "\ncf_pos_acc = P[s(I, X) > s(I without X, X)], cf_neg_acc = P[s(I without X, no X) > s(I, no X)] (ties"
           " count 1/2: a model that ignores the image scores 0.5); ctrl_* = the same against a background edit"
           " of the same size (near 0.5 for a grounded model). cf_pref_acc = P[the preference s(X) - s(no X) is"
-          " larger on I than without X] (cancels a shift of the image towards every finding text alike). loc_iou / pointing_game: the localisation map over"
+          " larger on I than without X] (cancels a shift of the image towards every finding text alike)."
+          " loc_iou / pointing_game: the localisation map over"
           " all pairs, boxed by the MedFocus protocol. n_kept = pairs whose counterfactual flips the model's"
           " preference for X over no X while the control does not.\n"
         + "\n## Paired differences (same pairs)\n\n" + to_markdown(paired)

@@ -224,12 +224,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
             if r["unexpected_count"] is None and r["observed_value"] is None and not r["exception"]:
                 lines.append("- failed (table-level check; no row details)")
             lines.append("")
-    lines += ["## All expectations", "", "| # | expectation | column | ok | unexpected | examples |", "|---|---|---|---|---|---|"]
+    lines += ["## All expectations", "", "| # | expectation | column | ok | unexpected | examples |",
+              "|---|---|---|---|---|---|"]
     for i, r in enumerate(summary["results"]):
         unexpected = "" if r["unexpected_count"] is None else str(r["unexpected_count"])
         ex = ", ".join(_fmt_value(v, 30) for v in r["examples"]).replace("|", "\\|")
         lines.append(
-            f"| {i} | {r['expectation']} | {r['column'] or ''} | {'yes' if r['success'] else '**no**'} | {unexpected} | {ex} |"
+            f"| {i} | {r['expectation']} | {r['column'] or ''} | {'yes' if r['success'] else '**no**'} | "
+            f"{unexpected} | {ex} |"
         )
     return "\n".join(lines) + "\n"
 

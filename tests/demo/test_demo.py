@@ -30,7 +30,8 @@ METADATA_HEADER = [
     "PatientOrientationCodeSequence_CodeMeaning",
 ]
 SPLIT_HEADER = ["dicom_id", "study_id", "subject_id", "split"]
-ANNOTATION_HEADER = ["dicom_id", "study_id", "subject_id", "finding", "location", "severity", "x0", "y0", "x1", "y1", "twin_path"]
+ANNOTATION_HEADER = ["dicom_id", "study_id", "subject_id", "finding", "location", "severity",
+                     "x0", "y0", "x1", "y1", "twin_path"]
 DICOM_RE = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 
 # independent readers of the report text
@@ -109,7 +110,8 @@ def check_report(report: str, labels: dict, drawn: dict[str, tuple[str | None, s
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("demo") / "raw"
-    summary = generate_demo(root, n_subjects=14, studies_per_subject=(1, 3), image_size=SIZE, lateral_fraction=0.3, seed=3)
+    summary = generate_demo(root, n_subjects=14, studies_per_subject=(1, 3), image_size=SIZE, lateral_fraction=0.3,
+                            seed=3)
     return root, summary
 
 
@@ -291,7 +293,8 @@ def test_twin_differs_inside_box_only(demo):
     assert ann.height == summary["n_annotations"] > 15
     for r in ann.iter_rows(named=True):
         s, st = where[r["dicom_id"]]
-        a = np.asarray(Image.open(root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}" / f"{r['dicom_id']}.jpg"), dtype=float)
+        a = np.asarray(Image.open(root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}" / f"{r['dicom_id']}.jpg"),
+                       dtype=float)
         b = np.asarray(Image.open(root / r["twin_path"]), dtype=float)
         assert r["twin_path"] == f"twins/{r['dicom_id']}__{r['finding'].lower().replace(' ', '-')}.jpg"
         x0, y0, x1, y1 = r["x0"], r["y0"], r["x1"], r["y1"]
@@ -311,8 +314,9 @@ def test_twin_differs_inside_box_only(demo):
 def test_severity_scales_the_drawing(condition, location):
     a = Anatomy()
     base = render_frontal(a, [], 64, noise_seed=1)
-    scale = ("small", "moderate", "large") if condition in ("Pleural Effusion", "Pneumothorax", "Lung Lesion", "Consolidation") \
-        else ("mild", "moderate", "severe")
+    scale = (("small", "moderate", "large")
+             if condition in ("Pleural Effusion", "Pneumothorax", "Lung Lesion", "Consolidation")
+             else ("mild", "moderate", "severe"))
     areas, boxes = [], []
     for sev in scale:
         img = render_frontal(a, [Finding(condition, location, sev, seed=5)], 64, noise_seed=1)
@@ -331,7 +335,8 @@ def test_severity_scales_the_drawing(condition, location):
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_byte_identical_other_seed_differs(tmp_path):

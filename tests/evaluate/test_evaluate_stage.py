@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import polars as pl
@@ -44,7 +43,8 @@ def pipeline(eval_world, tmp_path_factory):
             name = method if not extra else "nast-beta0.5"
             assert _cli(eval_world, "train", "--method", method, *extra, *_inputs(eval_world),
                         "--layer-weights", f["layer_weights"], "--out", str(tmp / "models" / name)) == 0
-            world = {"files": {**f, "params": str(tmp / "params_mednega.yaml")}} if method == "zero_shot" else eval_world
+            world = ({"files": {**f, "params": str(tmp / "params_mednega.yaml")}} if method == "zero_shot"
+                     else eval_world)
             assert _cli(world, "evaluate", "--method", name, "--model-dir", str(tmp / "models" / name),
                         *_inputs(eval_world), "--out", str(tmp / "eval" / f"{name}.json")) == 0
     return tmp

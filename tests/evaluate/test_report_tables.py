@@ -106,8 +106,8 @@ def test_long_tables(tables):
     assert len(rows) == 2
     assert cond.filter(pl.col("method") == "zero_shot").select("negated_acc", "affirmative_acc").row(0) == (0.25, 0.75)
     by_n = pl.read_csv(out / "by_n_negated.csv", schema_overrides={"n_negated": pl.Utf8})
-    assert by_n.filter(pl.col("method") == "lora_uniform").select("n_negated", "negated_acc", "affirmative_acc").rows() \
-        == [("1", 0.5, 0.75)]
+    assert by_n.filter(pl.col("method") == "lora_uniform").select(
+        "n_negated", "negated_acc", "affirmative_acc").rows() == [("1", 0.5, 0.75)]
     foil = pl.read_csv(out / "by_foil_type.csv")
     assert sorted(foil.filter(pl.col("method") == "zero_shot").select("foil_type", "claim_acc").rows()) == [
         ("laterality", 0.75), ("polarity", 0.5)]

@@ -4,7 +4,6 @@ an error with the line number."""
 
 from __future__ import annotations
 
-import io
 import zipfile
 
 import polars as pl

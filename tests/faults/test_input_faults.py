@@ -3,8 +3,6 @@ file (no polars traceback), the params file actually passed, or the key."""
 
 from __future__ import annotations
 
-import copy
-
 import polars as pl
 import pytest
 import yaml

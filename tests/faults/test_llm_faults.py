@@ -9,8 +9,8 @@ import time
 
 import polars as pl
 import pytest
-from faultkit import CHECKER_NORMAL_CONDITIONS, FAKE_KEY, free_port, make_permutations, write_params
 from fake_openai_server import FakeOpenAI
+from faultkit import CHECKER_NORMAL_CONDITIONS, FAKE_KEY, free_port, make_permutations, write_params
 
 from nast.cli import main
 from nast.io import write_parquet

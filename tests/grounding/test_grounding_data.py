@@ -104,7 +104,8 @@ def test_missing_column_names_file_and_column(grounding_world, tmp_path):
     with pytest.raises(Exception, match="y1"):
         B.read_csv(csv, "generic")
     assert main(["grounding-data", "--params", str(grounding_world["params_path"]), "--box-format", "generic",
-                 "--boxes", str(csv), "--root", str(grounding_world["data"]), "--cohort", str(grounding_world["cohort"]),
+                 "--boxes", str(csv), "--root", str(grounding_world["data"]),
+                 "--cohort", str(grounding_world["cohort"]),
                  "--cf-dir", str(tmp_path / "cf"), "--out", str(tmp_path / "o.parquet"),
                  "--quarantine", str(tmp_path / "q.parquet"), "--report-dir", str(tmp_path / "v")]) == 2
 

@@ -14,7 +14,8 @@ from nast.report import build_grounding, method_key
 def entry(method, cf_pos, hits_pos, digest="p1"):
     return {
         "method": method, "split": "test", "n_pairs": len(hits_pos), "n_ctrl": 2, "n_localized": 4, "n_kept": 1,
-        "cf_pos_acc": cf_pos, "cf_pos_acc_ci": [cf_pos - 0.1, cf_pos + 0.1], "cf_neg_acc": 0.5, "cf_neg_acc_ci": [0.4, 0.6],
+        "cf_pos_acc": cf_pos, "cf_pos_acc_ci": [cf_pos - 0.1, cf_pos + 0.1],
+        "cf_neg_acc": 0.5, "cf_neg_acc_ci": [0.4, 0.6],
         "ctrl_pos_acc": 0.5, "ctrl_neg_acc": 0.5, "cf_pref_acc": 0.75, "ctrl_pref_acc": 0.5,
         "loc_iou": 0.2, "loc_iou_ci": [0.1, 0.3], "pointing_game": 0.25, "localization": "integrated_gradients",
         "attribution": {"occlusion": {"available": True, "n": 1, "iou": 0.3, "iou_ci": [0.3, 0.3], "f1": 0.4,

@@ -31,7 +31,7 @@ REPORT = """                                 FINAL REPORT
  Small left pleural effusion.
 
  NOTIFICATION:  Dr. ___ was paged.
-"""
+"""  # noqa: W291, W293 -- the spaces on blank lines and after "IMPRESSION:" are test data
 REPORT_COMBINED = " FINAL REPORT\n INDICATION: fever\n\n FINDINGS AND IMPRESSION:  Lungs are clear.\n  No effusion.\n"
 REPORT_NO_SECTIONS = " FINAL REPORT\n INDICATION: fever\n COMPARISON: none\n"
 

@@ -14,7 +14,6 @@ from nast.errors import StageError
 from nast.ingest import COHORT_COLUMNS, cohort_gate_frame
 from nast.ingest.cli import ingest
 
-
 DATA = {
     "source": "mimic",
     "root": "unused",

@@ -3,7 +3,6 @@ failed instead under CI)."""
 
 from __future__ import annotations
 
-
 import polars as pl
 import pytest
 from PIL import Image

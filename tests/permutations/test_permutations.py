@@ -110,7 +110,8 @@ def test_deterministic_and_independent_of_row_order_and_other_studies():
     labels = random_labels(600, seed=7)
     cohort = make_cohort(labels)
     a, _, _ = build_permutations(cohort, k=3, min_zeros=3, min_ones=2, seed=0)
-    b, _, _ = build_permutations(cohort.sample(fraction=1.0, shuffle=True, seed=5), k=3, min_zeros=3, min_ones=2, seed=0)
+    b, _, _ = build_permutations(cohort.sample(fraction=1.0, shuffle=True, seed=5), k=3, min_zeros=3, min_ones=2,
+                                 seed=0)
     assert a.equals(b)
     half, _, _ = build_permutations(cohort.head(300), k=3, min_zeros=3, min_ones=2, seed=0)
     assert half.equals(a.filter(pl.col("study_id").is_in(half["study_id"].to_list())))

@@ -9,10 +9,10 @@ import pytest
 from conftest import CHECKER_NORMAL_CONDITIONS, REPO, make_permutations
 
 from nast.cli import main
+from nast.io import write_parquet
 from nast.text.affirm import build_benchmark
 from nast.text.mcq import build_mcq
 from nast.text.mednega import BENCHMARK_COLUMNS, from_records, to_records
-from nast.io import write_parquet
 
 LETTERS = "ABCD"
 
@@ -33,8 +33,10 @@ def _cohort(bench: pl.DataFrame, drop_study: int) -> pl.DataFrame:
             rows.append({"study_id": r["study_id"], "dicom_id": "lat1", "view": "LATERAL", "image_path": "x/lat1.jpg",
                          "split": "test"})  # only a lateral image -> no frontal image
             continue
-        rows.append({"study_id": r["study_id"], "dicom_id": "z-ap", "view": "AP", "image_path": f"img/{r['study_id']}_ap.jpg", "split": "train"})
-        rows.append({"study_id": r["study_id"], "dicom_id": "y-pa", "view": "PA", "image_path": f"img/{r['study_id']}_pa.jpg", "split": "train"})
+        rows.append({"study_id": r["study_id"], "dicom_id": "z-ap", "view": "AP",
+                     "image_path": f"img/{r['study_id']}_ap.jpg", "split": "train"})
+        rows.append({"study_id": r["study_id"], "dicom_id": "y-pa", "view": "PA",
+                     "image_path": f"img/{r['study_id']}_pa.jpg", "split": "train"})
     return pl.DataFrame(rows)
 
 
@@ -77,11 +79,13 @@ def test_cli_round_trip_with_cohort(bench, tmp_path, monkeypatch):
 
 def test_import_accepts_string_label_forms_and_quarantines_defects(bench):
     recs = to_records(bench)
-    good_str = dict(recs[0], **{f"binary_raw_choice_{i}": json.dumps(recs[0][f"binary_raw_choice_{i}"]) for i in range(1, 5)})
+    good_str = dict(recs[0], **{f"binary_raw_choice_{i}": json.dumps(recs[0][f"binary_raw_choice_{i}"])
+                                for i in range(1, 5)})
     pyrepr = dict(recs[1], **{f"binary_raw_choice_{i}": repr(recs[1][f"binary_raw_choice_{i}"]) for i in range(1, 5)})
     conds = list(recs[2]["binary_raw_choice_1"])
     bare = dict(recs[2], conditions=conds,
-                **{f"binary_raw_choice_{i}": str(list(recs[2][f"binary_raw_choice_{i}"].values())) for i in range(1, 5)})
+                **{f"binary_raw_choice_{i}": str(list(recs[2][f"binary_raw_choice_{i}"].values()))
+                   for i in range(1, 5)})
     bare_no_conds = dict(recs[3], binary_raw_choice_1="[1, 0, 0]")
     bad_label = dict(recs[4], binary_raw_choice_2={**recs[4]["binary_raw_choice_2"], conds[0]: -1})
     bad_letter = dict(recs[5], correct_answer="E")

@@ -47,7 +47,8 @@ def test_kill_and_resume(params, tmp_path, monkeypatch, caplog):
     with FakeOpenAI("block_after", block_after=KILL_AFTER) as srv:
         pfile = _params_file(params, tmp_path / "params.yaml", srv.base_url, cache)
         cmd = [sys.executable, "-m", "nast.cli", "mcq", "--params", str(pfile), "--permutations", str(perm_path),
-               "--out", str(tmp_path / "killed" / "mcq.parquet"), "--quarantine", str(tmp_path / "killed" / "q.parquet")]
+               "--out", str(tmp_path / "killed" / "mcq.parquet"),
+               "--quarantine", str(tmp_path / "killed" / "q.parquet")]
         env = {**os.environ, "NAST_TEST_FAKE_KEY": FAKE_KEY}
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

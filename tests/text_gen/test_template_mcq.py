@@ -81,7 +81,8 @@ def test_bad_input_rows_are_quarantined_and_reconciled(base_params):
     perm = perm.with_columns(
         pl.when(pl.col("study_id") == perm["study_id"][0]).then(pl.lit([1, 1], dtype=pl.List(pl.Int8)))
         .otherwise(pl.col("option_B")).alias("option_B"),
-        pl.when(pl.col("study_id") == perm["study_id"][1]).then(pl.lit("E")).otherwise(pl.col("correct")).alias("correct"),
+        pl.when(pl.col("study_id") == perm["study_id"][1]).then(pl.lit("E"))
+        .otherwise(pl.col("correct")).alias("correct"),
     )
     mcq, q, summary = build_mcq(perm, base_params)
     assert mcq.height == 4 and q.height == 2
@@ -124,7 +125,8 @@ def test_failing_rewrites_are_quarantined_with_reason(base_params, monkeypatch):
     assert q.height > 0 and bench.height + q.height == 8
     assert all("negation cue in" in r and "no pleural fluid" in r.lower() for r in q["reason"].to_list())
     for r in bench.iter_rows(named=True):  # kept rows never needed the broken phrasing
-        pe_absent = [v == 0 for L in LETTERS for c, v in zip(r["conditions"], r[f"option_{L}"]) if c == "Pleural Effusion"]
+        pe_absent = [v == 0 for L in LETTERS for c, v in zip(r["conditions"], r[f"option_{L}"])
+                     if c == "Pleural Effusion"]
         assert not any(pe_absent)
 
 
@@ -150,7 +152,8 @@ def test_surface_forms_are_recognised_by_checker():
 
     for cond, forms in templates.surface_forms().items():
         for form in forms:
-            assert polarity.check(form, list(CONDITIONS)) == {c: ("present" if c == cond else None) for c in CONDITIONS}, form
+            assert polarity.check(form, list(CONDITIONS)) == {
+                c: ("present" if c == cond else None) for c in CONDITIONS}, form
 
 
 def test_parallel_verifier_matches_polarity_check(monkeypatch, mcq_small):

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from nast.cli import main
-from nast.text.contextual import Claim, build_contextual, render, study_rows
+from nast.text.contextual import Claim, render, study_rows
 from nast.text.polarity import check, extract_mentions
 
 from .test_claims import tiny_cohort
@@ -152,7 +152,8 @@ def test_every_rendered_caption_reads_back(nlp, finding):
     """Captions and foils are written in the reader's own vocabulary: reading one back gives its claim."""
     for negative, laterality, zone, severity in [
         (False, None, None, None), (True, None, None, None), (False, "left", "upper", "small"),
-        (False, "bilateral", "basilar", "moderate"), (True, "right", None, None), (False, "right", "apical", "borderline"),
+        (False, "bilateral", "basilar", "moderate"), (True, "right", None, None),
+        (False, "right", "apical", "borderline"),
     ]:
         text = render(finding, negative, laterality, zone, severity)
         (m,) = [m for m in extract_mentions(text) if m.finding == finding]

@@ -89,7 +89,8 @@ CASES = [
      {"Cardiomegaly": "absent", "Consolidation": "absent", "Pleural Effusion": "absent"}),
     ("___ was notified. Small right pleural effusion. No pneumothorax.",
      {"Pleural Effusion": "present", "Pneumothorax": "absent"}),
-    ("opacities in the left lung apex.There is no pneumothorax.", {"Lung Opacity": "present", "Pneumothorax": "absent"}),
+    ("opacities in the left lung apex.There is no pneumothorax.",
+     {"Lung Opacity": "present", "Pneumothorax": "absent"}),
     # a conflict resolves the CheXpert way: present beats absent
     ("No new pleural effusion. Small left pleural effusion is unchanged.", {"Pleural Effusion": "present"}),
 ]

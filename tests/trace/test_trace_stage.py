@@ -15,7 +15,8 @@ ROOT = Path(__file__).parents[2]
 
 def _benchmark(tmp: Path) -> Path:
     rows = []
-    texts = [("Pleural effusion is present, the heart is enlarged.", "There is pleural effusion, no normal heart size."),
+    texts = [("Pleural effusion is present, the heart is enlarged.",
+              "There is pleural effusion, no normal heart size."),
              ("The lungs are clear, edema is present.", "There is no consolidation, there is edema."),
              ("Pneumothorax is present on the left.", "There is a left pneumothorax, no effusion."),
              ("Heart size is normal.", "No cardiomegaly."),

@@ -25,7 +25,8 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("NAST_TRACKING", "1")
     monkeypatch.chdir(tmp_path)
     # a repository of its own: the parent run is keyed by git commit, and the project's HEAD may move
-    for cmd in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
+    for cmd in (["init", "-q"],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
         subprocess.run(["git", *cmd], cwd=tmp_path, check=True, capture_output=True)
     return uri
 

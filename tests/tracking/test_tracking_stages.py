@@ -20,9 +20,11 @@ import tiny_world  # noqa: E402
 
 
 def _git_repo(path: Path) -> str:
-    for cmd in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
+    for cmd in (["init", "-q"],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
         subprocess.run(["git", *cmd], cwd=path, check=True, capture_output=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,8 @@ def tracked(tmp_path_factory):
         mp.chdir(tmp)
         assert main(["train", "--params", f["params"], "--method", "nast", *inputs,
                      "--layer-weights", f["layer_weights"], "--out", str(tmp / "models" / "nast")]) == 0
-        assert main(["evaluate", "--params", f["params"], "--method", "nast", "--model-dir", str(tmp / "models" / "nast"),
+        assert main(["evaluate", "--params", f["params"], "--method", "nast",
+                     "--model-dir", str(tmp / "models" / "nast"),
                      *inputs, "--out", str(tmp / "eval" / "nast.json")]) == 0
         assert main(["report", "--params", f["params"], "--eval-dir", str(tmp / "eval"), "--out", str(tmp / "tables"),
                      "--plots", str(tmp / "plots"), "--models-dir", str(tmp / "models"),
@@ -80,10 +83,12 @@ def test_stage_params_and_metrics_read_back(tracked):
     # the evaluation's numbers, under the names the README/UI use
     res = json.loads((tracked["tmp"] / "eval" / "nast.json").read_text())
     m = run.data.metrics
-    expected = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+    expected = {k: v for k, v in res.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
     expected.update({f"retrieval_{k}": v for k, v in res["retrieval"].items()})
     expected.update({f"claim_acc_{k}": v for k, v in res["claim_acc_by_foil_type"].items()})
-    expected.update({f"claim_acc_{k}_image_shuffled": v for k, v in res["claim_acc_by_foil_type_image_shuffled"].items()})
+    expected.update({f"claim_acc_{k}_image_shuffled": v
+                     for k, v in res["claim_acc_by_foil_type_image_shuffled"].items()})
     expected.update({f"auroc_{k.replace(' ', '_')}": v for k, v in res["auroc"].items()})
     for key in ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "claim_acc", "claim_acc_image_shuffled",
                 "retrieval_r5", "retrieval_t2i_r1", "claim_acc_polarity", "n_mcq"):

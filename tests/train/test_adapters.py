@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+import tiny_world
 import torch
 
-import tiny_world
 from nast.models import load_model
 from nast.train import trainer
 from nast.train.data import caption_groups

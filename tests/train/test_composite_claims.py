@@ -42,10 +42,14 @@ def test_parts_use_the_negated_noun_so_no_severity_word_marks_the_truth():
 
 def test_render_scopes_no_over_the_absent_parts_only():
     nouns = ["right pleural effusion", "pneumothorax", "pulmonary edema"]
-    assert render_composite(nouns, [True, False, False], PATTERN) == "right pleural effusion, no pneumothorax or pulmonary edema"
-    assert render_composite(nouns, [True, True, False], PATTERN) == "right pleural effusion and pneumothorax, no pulmonary edema"
-    assert render_composite(nouns, [False, False, False], PATTERN) == "no right pleural effusion, pneumothorax or pulmonary edema"
-    assert render_composite(nouns, [True, True, True], PATTERN) == "right pleural effusion, pneumothorax and pulmonary edema"
+    assert render_composite(nouns, [True, False, False], PATTERN) == (
+        "right pleural effusion, no pneumothorax or pulmonary edema")
+    assert render_composite(nouns, [True, True, False], PATTERN) == (
+        "right pleural effusion and pneumothorax, no pulmonary edema")
+    assert render_composite(nouns, [False, False, False], PATTERN) == (
+        "no right pleural effusion, pneumothorax or pulmonary edema")
+    assert render_composite(nouns, [True, True, True], PATTERN) == (
+        "right pleural effusion, pneumothorax and pulmonary edema")
 
 
 def test_composite_groups_are_true_with_one_flip_foils_and_seeded():

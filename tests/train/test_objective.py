@@ -137,7 +137,8 @@ def _parts(b, clip_texts=None, spec=None, with_image=False):
     pos = _texts(vl, pos_texts) if clip_texts else cap
     out = {}
     if spec is not None and spec.hard_negative:
-        pol = [(f, e) for r, fe in zip(rows, foils) for f, t, e in zip(r["foils"], r["foil_types"], fe) if t == "polarity"]
+        pol = [(f, e) for r, fe in zip(rows, foils) for f, t, e in zip(r["foils"], r["foil_types"], fe)
+               if t == "polarity"]
         extra = np.array([e for _, e in pol])
         ok = [[f != r["caption"] for f, _ in pol] for r in rows]
         out["clip"] = np_clip(img, pos, s, keys, pos_texts, extra, ok)
@@ -313,7 +314,8 @@ def test_first_update_of_each_block_follows_its_lr(one_step):
     logits = s * img @ cap.T
     b = len(groups)
     ok = torch.tensor([[i == j or (groups[i]["dicom_id"] != groups[j]["dicom_id"]
-                                   and groups[i]["caption"] != groups[j]["caption"]) for j in range(b)] for i in range(b)])
+                                   and groups[i]["caption"] != groups[j]["caption"]) for j in range(b)]
+                       for i in range(b)])
     masked = logits.masked_fill(~ok, float("-inf"))
     diag = logits.diagonal()
     clip = 0.5 * ((torch.logsumexp(masked, 1) - diag).mean() + (torch.logsumexp(masked.T, 1) - diag).mean())

@@ -1,4 +1,5 @@
-"""Gradient scaling by alpha_l^beta, beta = 0 == uniform LoRA, resume after a stop and after a real SIGKILL (via the CLI)."""
+"""Gradient scaling by alpha_l^beta, beta = 0 == uniform LoRA, resume after a stop and after a real SIGKILL
+(via the CLI)."""
 
 from __future__ import annotations
 

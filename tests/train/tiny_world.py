@@ -95,7 +95,7 @@ def tables(paths: list[str], splits: list[str] | None = None,
 
 
 def layer_weights(path: Path, alphas=(0.3, 0.0, 0.5, 1.0)) -> Path:
-    rows = ["layer,cte,alpha"] + [f"{l},{a * 2 - 0.1:.3f},{a}" for l, a in enumerate(alphas)]
+    rows = ["layer,cte,alpha"] + [f"{layer},{a * 2 - 0.1:.3f},{a}" for layer, a in enumerate(alphas)]
     path.write_text("\n".join(rows) + "\n")
     return path
 

@@ -27,7 +27,7 @@ stages:
       deps: [data.txt]
       params: [a, "${item.beta}"]
       outs: ["models/${key}.txt"]
-"""
+"""  # noqa: E501 -- a DVC cmd is one YAML line
 
 
 def _run(cmd, cwd, env):

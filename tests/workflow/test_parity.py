@@ -7,8 +7,8 @@ file, a changed command and a changed dependency.
 from __future__ import annotations
 
 import dagtools
-import yaml
 import networkx as nx
+import yaml
 from conftest import ROOT
 
 

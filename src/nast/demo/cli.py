@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Size, patient-level split fractions and seed come from the demo: section of --params. "
         "Same params, byte-identical files."
     )
-    parser.add_argument("--out", required=True, help="output dataset root, e.g. data/raw/demo (an earlier demo tree there is replaced)")
+    parser.add_argument("--out", required=True,
+                        help="output dataset root, e.g. data/raw/demo (an earlier demo tree there is replaced)")
 
 
 def run(args: argparse.Namespace, params: dict) -> int:

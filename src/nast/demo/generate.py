@@ -36,7 +36,16 @@ from PIL import Image
 
 from nast.conditions import CHEXPERT_COLUMNS
 from nast.demo.labels import StudyLabels, sample_study_labels
-from nast.demo.phantom import Anatomy, Finding, finding_bbox, jitter_study, render_frontal, render_lateral, sample_anatomy, to_uint8
+from nast.demo.phantom import (
+    Anatomy,
+    Finding,
+    finding_bbox,
+    jitter_study,
+    render_frontal,
+    render_lateral,
+    sample_anatomy,
+    to_uint8,
+)
 from nast.demo.reports import compose_report
 from nast.errors import StageError
 from nast.io import staged_dir as io_staged_dir
@@ -53,7 +62,8 @@ METADATA_COLUMNS = (
     "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 )
-ANNOTATION_COLUMNS = ("dicom_id", "study_id", "subject_id", "finding", "location", "severity", "x0", "y0", "x1", "y1", "twin_path")
+ANNOTATION_COLUMNS = ("dicom_id", "study_id", "subject_id", "finding", "location", "severity",
+                      "x0", "y0", "x1", "y1", "twin_path")
 VIEW_MEANING = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral"}
 JPEG_QUALITY = 95
 AP_FRACTION = 0.3
@@ -105,7 +115,8 @@ def _dicom_id(rng: np.random.Generator) -> str:
     return "-".join(f"{int(v):08x}" for v in rng.integers(0, 2**32, size=5, dtype=np.uint64))
 
 
-def _split_subjects(subject_ids: list[int], rng: np.random.Generator, fractions: tuple[float, float, float]) -> dict[int, str]:
+def _split_subjects(subject_ids: list[int], rng: np.random.Generator,
+                    fractions: tuple[float, float, float]) -> dict[int, str]:
     n = len(subject_ids)
     order = [subject_ids[int(i)] for i in rng.permutation(n)]
     n_val = int(round(fractions[1] * n))
@@ -166,7 +177,8 @@ def plan_demo(
                     findings=tuple(labels.findings) if v != "LATERAL" else (),
                 ))
             secs = int(rng.integers(0, 86400))   # StudyTime is HHMMSS.fff stored as a float, as in MIMIC
-            time = round(secs // 3600 * 10000 + secs % 3600 // 60 * 100 + secs % 60 + int(rng.integers(0, 1000)) / 1000, 3)
+            time = round(secs // 3600 * 10000 + secs % 3600 // 60 * 100 + secs % 60
+                         + int(rng.integers(0, 1000)) / 1000, 3)
             orientation = ("Recumbent" if rng.random() < 0.5 else "Erect") if portable else "Erect"
             procedure = "CHEST (PORTABLE AP)" if portable else "CHEST (PA AND LAT)"
             studies.append(StudySpec(
@@ -221,7 +233,8 @@ def metadata_frame(plan: DemoPlan) -> pl.DataFrame:
 
 
 def split_frame(plan: DemoPlan) -> pl.DataFrame:
-    rows = [{"dicom_id": im.dicom_id, "study_id": s.study_id, "subject_id": s.subject_id, "split": plan.split[s.subject_id]}
+    rows = [{"dicom_id": im.dicom_id, "study_id": s.study_id, "subject_id": s.subject_id,
+             "split": plan.split[s.subject_id]}
             for s in plan.studies for im in s.images]
     schema = {"dicom_id": pl.Utf8, "study_id": pl.Int64, "subject_id": pl.Int64, "split": pl.Utf8}
     return pl.DataFrame(rows, schema=schema).sort("subject_id", "study_id", "dicom_id")
@@ -269,7 +282,8 @@ def generate_demo(
     with io_staged_dir(out) as stage:
         ann_rows = _write_files(plan, stage, twins)
         ann_schema = {c: pl.Utf8 for c in ANNOTATION_COLUMNS} | {
-            "study_id": pl.Int64, "subject_id": pl.Int64, "x0": pl.Int64, "y0": pl.Int64, "x1": pl.Int64, "y1": pl.Int64}
+            "study_id": pl.Int64, "subject_id": pl.Int64,
+            "x0": pl.Int64, "y0": pl.Int64, "x1": pl.Int64, "y1": pl.Int64}
         ann = pl.DataFrame(ann_rows, schema=ann_schema).sort("subject_id", "study_id", "dicom_id", "finding")
         for name, df in ((CHEXPERT_FILE, chexpert_frame(plan)), (METADATA_FILE, metadata_frame(plan)),
                          (SPLIT_FILE, split_frame(plan)), (ANNOTATIONS_FILE, ann)):

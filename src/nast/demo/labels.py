@@ -78,7 +78,8 @@ DEVICES: dict[str, str | None] = {"ett": None, "ij_line": "right", "pacemaker": 
 DEVICE_P = (0.35, 0.3, 0.15, 0.2)
 
 #: parenchymal findings that take a (side, zone) slot, so that two of them do not hide each other
-_ZONE_ORDER = ("Pneumothorax", "Pleural Effusion", "Consolidation", "Pneumonia", "Lung Lesion", "Lung Opacity", "Atelectasis")
+_ZONE_ORDER = ("Pneumothorax", "Pleural Effusion", "Consolidation", "Pneumonia", "Lung Lesion", "Lung Opacity",
+               "Atelectasis")
 
 
 @dataclass

@@ -81,10 +81,14 @@ HEDGE_NOUN: dict[str, str] = {
 
 #: affirmative normal sentences and the conditions each one states as 0 (used only if all are 0)
 AFFIRMATIVE: list[tuple[frozenset[str], tuple[str, ...]]] = [
-    (frozenset({"Cardiomegaly"}), ("Heart size is normal.", "The heart is normal in size.", "The cardiac silhouette is within normal limits.")),
-    (frozenset({"Cardiomegaly", "Enlarged Cardiomediastinum"}), ("The cardiomediastinal silhouette is normal.", "Cardiomediastinal contours are within normal limits.")),
-    (frozenset({"Enlarged Cardiomediastinum"}), ("The mediastinal contours are normal.", "Mediastinal contours are unremarkable.")),
-    (frozenset({"Pleural Effusion"}), ("The costophrenic angles are sharp.", "Costophrenic angles are sharp bilaterally.")),
+    (frozenset({"Cardiomegaly"}),
+     ("Heart size is normal.", "The heart is normal in size.", "The cardiac silhouette is within normal limits.")),
+    (frozenset({"Cardiomegaly", "Enlarged Cardiomediastinum"}),
+     ("The cardiomediastinal silhouette is normal.", "Cardiomediastinal contours are within normal limits.")),
+    (frozenset({"Enlarged Cardiomediastinum"}),
+     ("The mediastinal contours are normal.", "Mediastinal contours are unremarkable.")),
+    (frozenset({"Pleural Effusion"}),
+     ("The costophrenic angles are sharp.", "Costophrenic angles are sharp bilaterally.")),
     (frozenset({"Pneumothorax", "Atelectasis"}), ("The lungs are fully expanded.", "Lungs are well expanded.")),
     (LUNGS_CLEAR, ("The lungs are clear.", "Lungs are clear bilaterally.")),
     (frozenset({"Edema"}), ("Pulmonary vascularity is normal.",)),
@@ -95,11 +99,13 @@ AFFIRMATIVE: list[tuple[frozenset[str], tuple[str, ...]]] = [
 NEG_SINGLE = ("No {a}.", "There is no {a}.", "No evidence of {a}.", "No {a} is seen.")
 NEG_LIST2 = ("No {a} or {b}.", "There is no {a} or {b}.", "No evidence of {a} or {b}.")
 NEG_LIST3 = ("No {a}, {b}, or {c}.", "There is no {a}, {b}, or {c}.")
-HEDGES = ("Possible {a}.", "{A} cannot be excluded.", "Cannot exclude {a}.", "Findings may represent {a}.", "Questionable {a}.")
+HEDGES = ("Possible {a}.", "{A} cannot be excluded.", "Cannot exclude {a}.", "Findings may represent {a}.",
+          "Questionable {a}.")
 
 COMPLAINTS = ("shortness of breath", "cough", "chest pain", "fever", "hypoxia", "dyspnea on exertion",
               "weakness", "tachycardia", "preoperative evaluation", "fall", "productive cough and fever")
-INDICATIONS = ("___-year-old {sexw} with {c}.", "___{sex} with {c}  // eval", "___{sex} with {c}. Evaluate for acute process.",
+INDICATIONS = ("___-year-old {sexw} with {c}.", "___{sex} with {c}  // eval",
+               "___{sex} with {c}. Evaluate for acute process.",
                "History: ___{sex} with {c}", "___{sex} with {c}  // ? acute process")
 COMPARISONS_FIRST = ("None.", "___.", "None available.")
 COMPARISONS_LATER = ("___.", "Chest radiograph from ___.", "Prior chest radiographs ___.")
@@ -133,10 +139,12 @@ def positive_sentences(f: Finding, rng: np.random.Generator) -> tuple[str, str]:
         return _pick(rng, (short, f"There are acute fractures of two adjacent {loc} lateral ribs.")), short
     if c == "Cardiomegaly":
         short = f"{_cap(sev)} cardiomegaly."
-        return _pick(rng, (short, f"The heart is {ADVERB[sev]} enlarged.", f"{_cap(ADVERB[sev])} enlarged heart.")), short
+        return _pick(rng, (short, f"The heart is {ADVERB[sev]} enlarged.",
+                           f"{_cap(ADVERB[sev])} enlarged heart.")), short
     if c == "Enlarged Cardiomediastinum":
         short = f"{_cap(sev)} widening of the mediastinum."
-        return _pick(rng, (short, f"The mediastinum is {ADVERB[sev]} widened.", f"{_cap(ADVERB[sev])} widened mediastinum.")), short
+        return _pick(rng, (short, f"The mediastinum is {ADVERB[sev]} widened.",
+                           f"{_cap(ADVERB[sev])} widened mediastinum.")), short
     if c == "Edema":
         short = f"{_cap(sev)} bilateral pulmonary edema."
         return _pick(rng, (short, f"There is {sev} bilateral perihilar edema.")), short
@@ -156,7 +164,8 @@ def positive_sentences(f: Finding, rng: np.random.Generator) -> tuple[str, str]:
     lobe = _lobe(f)
     if c == "Atelectasis":
         short = f"{_cap(sev)} {lobe} atelectasis."
-        return _pick(rng, (short, f"There is {sev} atelectasis in the {lobe}.", f"{_cap(sev)} {lobe} atelectatic change.")), short
+        return _pick(rng, (short, f"There is {sev} atelectasis in the {lobe}.",
+                           f"{_cap(sev)} {lobe} atelectatic change.")), short
     if c == "Consolidation":
         short = f"{_cap(sev)} {lobe} consolidation."
         return _pick(rng, (short, f"There is a {sev} area of consolidation in the {lobe}.",
@@ -167,7 +176,8 @@ def positive_sentences(f: Finding, rng: np.random.Generator) -> tuple[str, str]:
         return _pick(rng, (short, f"There is a {sev} {noun} in the {lobe}.")), short
     if c == "Lung Opacity":
         short = f"{_cap(sev)} {lobe} opacity."
-        return _pick(rng, (short, f"There is a {sev} opacity in the {lobe}.", f"{_cap(sev)} {lobe} airspace opacity.")), short
+        return _pick(rng, (short, f"There is a {sev} opacity in the {lobe}.",
+                           f"{_cap(sev)} {lobe} airspace opacity.")), short
     if c == "Pneumonia":
         short = f"{_cap(sev)} {lobe} pneumonia."
         return _pick(rng, (short, f"Findings in the {lobe} are consistent with {sev} pneumonia.")), short
@@ -255,7 +265,8 @@ def compose_report(
              " TECHNIQUE:  " + technique, " ",
              " COMPARISON:  " + comparison, " "]
     if layout == "combined":
-        lines += [" FINDINGS AND IMPRESSION: ", " ", *_wrap(" ".join(findings + ([] if imp_s or hedge_s else impression))), " "]
+        lines += [" FINDINGS AND IMPRESSION: ", " ",
+                  *_wrap(" ".join(findings + ([] if imp_s or hedge_s else impression))), " "]
     elif layout == "impression_only":
         lines += [" IMPRESSION: ", " ", *_wrap(" ".join(findings + impression)), " "]
     else:

@@ -209,7 +209,8 @@ def claim_accuracy(
     }
 
 
-def recall_at_k(sim: np.ndarray, ks: Sequence[int] = (1, 5, 10), positives: np.ndarray | None = None) -> dict[int, float]:
+def recall_at_k(sim: np.ndarray, ks: Sequence[int] = (1, 5, 10),
+                positives: np.ndarray | None = None) -> dict[int, float]:
     """R@k for a square similarity matrix whose diagonal holds the true matches.
 
     ``positives`` [N,N] bool optionally marks further correct items per query (e.g. another study

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/eval/M.json")
 
 
-def mcq_block(neg: np.ndarray, aff: np.ndarray, bench: pl.DataFrame, n_boot: int, seed: int, prefix: str = "mcq") -> dict:
+def mcq_block(neg: np.ndarray, aff: np.ndarray, bench: pl.DataFrame, n_boot: int, seed: int,
+              prefix: str = "mcq") -> dict:
     """MCQ metrics from per-question hits (pure)."""
     correct = bench["correct"].to_list()
     n_negated = [M.n_negated_in_option(r[f"option_{c}"]) for r, c in zip(bench.iter_rows(named=True), correct)]
@@ -115,13 +116,14 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
 
         # impression first, then whole findings sentences while they fit the text context (a plain
         # "findings + impression" string is cut mid-sentence by the tokenizer, dropping the impression)
-        reports = ReportCaptions(vl, pairs["findings"].to_list(), pairs["impression"].to_list(), "report").captions(None)
+        reports = ReportCaptions(vl, pairs["findings"].to_list(),
+                                 pairs["impression"].to_list(), "report").captions(None)
         img = S.image_embeddings(vl, pairs["image_path"].to_list())
         txt = S.text_embeddings(vl, reports)
-        I = np.stack([img[p] for p in pairs["image_path"]])
+        img_mat = np.stack([img[p] for p in pairs["image_path"]])
         T = np.stack([txt[r] for r in reports])
         same = np.array([[a == b for b in reports] for a in reports], dtype=bool)
-        retrieval = M.retrieval_metrics(I @ T.T, positives=same)
+        retrieval = M.retrieval_metrics(img_mat @ T.T, positives=same)
     else:
         retrieval = {f"{d}_r{k}": float("nan") for d in ("i2t", "t2i") for k in (1, 5, 10)}
     out["retrieval"] = retrieval
@@ -134,11 +136,11 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
         img = S.image_embeddings(vl, test["image_path"].to_list())
         prompts = [t for c in CONDITIONS for t in (c.lower(), f"no {c.lower()}")]
         txt = S.text_embeddings(vl, prompts)
-        I = np.stack([img[p] for p in test["image_path"]])
+        img_mat = np.stack([img[p] for p in test["image_path"]])
         for c in CONDITIONS:
             labels = test[c].to_numpy()
             keep = np.isin(labels, [0, 1]) & ~test[c].is_null().to_numpy()
-            score = I @ txt[c.lower()] - I @ txt[f"no {c.lower()}"]
+            score = img_mat @ txt[c.lower()] - img_mat @ txt[f"no {c.lower()}"]
             value = M.auroc(score[keep], labels[keep].astype(int))
             if value is not None:
                 aurocs[c] = value
@@ -154,8 +156,6 @@ def _mednega(vl, path: str, cohort: pl.DataFrame, ev: dict) -> dict:
     Records are read by ``nast.text.mednega.from_records`` (images attached by study_id from the
     cohort); records without an image are counted in ``n_mednega_skipped``.
     """
-    import json
-
     from nast.evaluate import scoring as S
     from nast.text.mednega import from_records, read_records
 

@@ -1,4 +1,4 @@
-"""Relevance maps of the image-text score ``s(I, t) = <f(I), t>`` over the model input.
+r"""Relevance maps of the image-text score ``s(I, t) = <f(I), t>`` over the model input.
 
 ``f`` is the model's L2-normalised image embedding, ``t`` a fixed L2-normalised text embedding
 (one per example), so every map explains the very cosine similarity the metrics compare. Maps

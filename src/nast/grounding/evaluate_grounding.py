@@ -243,7 +243,8 @@ def run(args: argparse.Namespace, params: dict) -> int:
     result = {"method": args.method, **result}
     io.write_json(_clean(result), args.out)
     write_npz(examples, Path(args.maps))
-    log.info("%s: %d pairs: cf_pos %.3f cf_neg %.3f ctrl_pos %.3f ctrl_neg %.3f loc_iou %.3f pointing %.3f kept %d -> %s",
+    log.info("%s: %d pairs: cf_pos %.3f cf_neg %.3f ctrl_pos %.3f ctrl_neg %.3f loc_iou %.3f pointing %.3f "
+             "kept %d -> %s",
              args.method, result["n_pairs"], result["cf_pos_acc"], result["cf_neg_acc"], result["ctrl_pos_acc"],
              result["ctrl_neg_acc"], result["loc_iou"], result["pointing_game"], result["n_kept"], args.out)
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

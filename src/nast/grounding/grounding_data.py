@@ -58,8 +58,10 @@ GROUNDING_SCHEMA: dict[str, pl.DataType] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-format", required=True, choices=B.FORMATS, help="layout of --boxes")
-    parser.add_argument("--boxes", required=True, help="box CSV (demo-annotations.csv.gz, MS_CXR_Local_Alignment_*.csv, ...)")
-    parser.add_argument("--root", required=True, help="dataset root (generic image paths and demo twins are relative to it)")
+    parser.add_argument("--boxes", required=True,
+                        help="box CSV (demo-annotations.csv.gz, MS_CXR_Local_Alignment_*.csv, ...)")
+    parser.add_argument("--root", required=True,
+                        help="dataset root (generic image paths and demo twins are relative to it)")
     parser.add_argument("--cohort", required=True, help="cohort.parquet (split, ids and image of every dicom_id)")
     parser.add_argument("--cf-dir", required=True, help="folder for the counterfactual and control PNGs")
     parser.add_argument("--out", required=True, help="grounding.parquet")
@@ -78,7 +80,8 @@ def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
 
 
 def _png(arr: np.ndarray, path: Path) -> None:
-    Image.fromarray(arr, mode="L").save(path, format="PNG", optimize=False, compress_level=1)  # lossless; fast on 3000 px
+    # lossless; fast on 3000 px
+    Image.fromarray(arr, mode="L").save(path, format="PNG", optimize=False, compress_level=1)
 
 
 def resolve_images(box_rows: pl.DataFrame, cohort: pl.DataFrame, box_format: str, root: Path) -> pl.DataFrame:
@@ -163,7 +166,8 @@ def build(box_rows: pl.DataFrame, cohort: pl.DataFrame, box_format: str, root: P
                 twin, why = _decode(root / twin_rel)
                 if twin is None or twin.shape != src.shape:
                     for p in group:
-                        reject(p, why or f"twin {twin_rel} is {twin.shape[1]} x {twin.shape[0]}, the image {size[0]} x {size[1]}")
+                        reject(p, why or f"twin {twin_rel} is {twin.shape[1]} x {twin.shape[0]}, "
+                                         f"the image {size[0]} x {size[1]}")
                     continue
                 cf, kind = E.paste_box(src, twin, fboxes), "twin"
             else:

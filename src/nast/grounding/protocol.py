@@ -1,7 +1,8 @@
 """Relevance map -> boxes -> overlap with the ground-truth box (pure numpy + scikit-image).
 
 The box protocol is MedFocus's: min-max scale the map, keep the pixels at or above its 0.9
-quantile (and above the minimum: in a sparse map the quantile can be the minimum itself), split them into 8-connected components (``skimage.measure.label``, connectivity 2),
+quantile (and above the minimum: in a sparse map the quantile can be the minimum itself), split them
+into 8-connected components (``skimage.measure.label``, connectivity 2),
 drop components under 16 pixels, keep the 10 with the highest mean score (ties: larger first)
 and take their bounding boxes. The prediction is the *union* of those boxes; against the
 ground-truth box it gets pixel-level IoU, precision, recall and F1. The pointing game hits when

@@ -56,7 +56,8 @@ def init_flags(df: pl.DataFrame, views: Iterable[str]) -> pl.DataFrame:
     )
 
 
-def flag(df: pl.DataFrame, cond: pl.Expr, kind: str, reason: pl.Expr | str, source: pl.Expr | str | None) -> pl.DataFrame:
+def flag(df: pl.DataFrame, cond: pl.Expr, kind: str, reason: pl.Expr | str,
+         source: pl.Expr | str | None) -> pl.DataFrame:
     """Mark rows matching ``cond`` (and not yet flagged or filtered) with a quarantine reason."""
     hit = cond.fill_null(False) & pl.col("_reason").is_null() & ~pl.col("_filtered")
     reason_e = pl.lit(reason) if isinstance(reason, str) else reason

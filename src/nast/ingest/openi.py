@@ -31,8 +31,8 @@ Mapping to the cohort schema (one row per projection row = per image):
 * Splits: Open-i has no official split, so the deterministic patient-level split is used.
 
 Row defects -> quarantine: no report row for the uid, several report rows for one uid
-(``duplicate_report``, never merged), an image path outside the root (``path_escape``), image file missing or failing the image
-check (``data.check_images`` / ``data.image_check``), no
+(``duplicate_report``, never merged), an image path outside the root (``path_escape``), image file
+missing or failing the image check (``data.check_images`` / ``data.image_check``), no
 findings/impression text (``data.require_report``).
 """
 
@@ -48,8 +48,7 @@ import polars as pl
 
 from nast.conditions import CHEXPERT_COLUMNS
 from nast.errors import StageError
-from nast.ingest.common import (assign_splits, finish, flag, flag_images, flag_path_escape, init_flags,
-                                read_csv_strings)
+from nast.ingest.common import assign_splits, finish, flag, flag_images, flag_path_escape, init_flags, read_csv_strings
 from nast.ingest.sections import normalize_whitespace
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,11 @@ causal tracing.
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 from typing import Any
 
 import torch
 
+from nast.config import params_file as _pf
 from nast.errors import StageError
 from nast.models.base import VLModel, resolve_device
 

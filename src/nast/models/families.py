@@ -37,8 +37,6 @@ Any missing file raises :class:`nast.errors.StageError` naming it.
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 import inspect
 import json
 import os
@@ -49,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nast.config import params_file as _pf
 from nast.errors import MissingFileError, StageError
 from nast.models.base import OPENAI_MEAN, OPENAI_STD, VLModel
 

@@ -31,8 +31,6 @@ Outputs in ``--out``: ``checkpoint.pt`` (state dict), ``model_config.json``, ``c
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 import argparse
 import hashlib
 import json
@@ -46,6 +44,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from nast.config import params_file as _pf
 from nast.errors import StageError
 from nast.io import read_table, require_columns, write_json, write_text
 
@@ -222,8 +221,10 @@ class Pretrainer:
 
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cohort", required=True, help="cohort.parquet (train split = training pairs, validate = curve)")
-    parser.add_argument("--out", required=True, help="output folder (checkpoint.pt, model_config.json, curve.csv, state/)")
+    parser.add_argument("--cohort", required=True,
+                        help="cohort.parquet (train split = training pairs, validate = curve)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (checkpoint.pt, model_config.json, curve.csv, state/)")
     parser.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
                         help="stop after epoch N with the resume state saved (testing the resume path)")
 
@@ -278,6 +279,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     write_json(cfg, out / "model_config.json")
     write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
     if Path(params["model"]["checkpoint"]) != ckpt:
-        log.warning("params.model.checkpoint is %s but the model was written to %s", params["model"]["checkpoint"], ckpt)
+        log.warning("params.model.checkpoint is %s but the model was written to %s",
+                    params["model"]["checkpoint"], ckpt)
     log.info("wrote %s (final val_r5 %.3f)", ckpt, curve[-1]["val_r5"])
     return 0

@@ -43,13 +43,24 @@ from typing import Any, Sequence
 
 import polars as pl
 
-from nast.errors import StageError
 from nast.config import params_file
+from nast.errors import StageError
 from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_json, write_parquet
 from nast.text import templates as T
-from nast.text.mcq import (LETTERS, PERMUTATION_COLUMNS, SYSTEM_PROMPT, PolarityVerifier, check_kept,
-                           check_transport, expectations, gate_table, llm_client, run_llm_rounds, summary_path,
-                           top_reasons)
+from nast.text.mcq import (
+    LETTERS,
+    PERMUTATION_COLUMNS,
+    SYSTEM_PROMPT,
+    PolarityVerifier,
+    check_kept,
+    check_transport,
+    expectations,
+    gate_table,
+    llm_client,
+    run_llm_rounds,
+    summary_path,
+    top_reasons,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +217,8 @@ def build_benchmark(mcq: pl.DataFrame, params: dict[str, Any], client=None,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mcq", required=True, help="mcq.parquet written by `nast mcq` (input)")
-    parser.add_argument("--out", required=True, help="benchmark.parquet to write (a <stem>.summary.json is written next to it)")
+    parser.add_argument("--out", required=True,
+                        help="benchmark.parquet to write (a <stem>.summary.json is written next to it)")
     parser.add_argument("--quarantine", required=True, help="parquet of questions whose rewrite failed verification")
     parser.epilog = ("Backend, seed and re-asks come from params affirm.* (template | openai); the phrasings "
                      "are the table nast/text/data/affirmative.csv.")

@@ -248,7 +248,8 @@ def build_contextual(
     known = set(cohort["study_id"].to_list())
     image_of = {r["study_id"]: r for r in images.iter_rows(named=True)}
     per_study: dict[int, list[Claim]] = {}
-    for sid, finding, pol, loc, sev in claims.select("study_id", "finding", "polarity", "location", "severity").iter_rows():
+    for sid, finding, pol, loc, sev in claims.select("study_id", "finding", "polarity", "location",
+                                                     "severity").iter_rows():
         per_study.setdefault(int(sid), []).append(Claim.from_row(finding, pol, loc, sev))
 
     rows: list[dict] = []

@@ -228,7 +228,8 @@ def _split_cols(value: str, flag: str) -> list[str]:
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="IN.csv", help="report CSV (plain or .gz; any layout with id and text columns)")
+    parser.add_argument("input", metavar="IN.csv",
+                        help="report CSV (plain or .gz; any layout with id and text columns)")
     parser.add_argument("--id-col", required=True,
                         help="column(s) identifying a report, comma-separated (e.g. uid, or subject_id,study_id)")
     parser.add_argument("--text-cols", required=True, help="comma-separated text columns, e.g. findings,impression")
@@ -237,7 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quarantine", default=None,
                         help="rows that could not be labelled (stage,key,reason,source); default OUT.quarantine.csv")
     parser.add_argument("--max-chars", type=int, default=None,
-                        help="longest readable section in characters (default params claims.max_chars, at most 1,000,000)")
+                        help="longest readable section in characters "
+                             "(default params claims.max_chars, at most 1,000,000)")
     parser.add_argument("--workers", type=int, default=1,
                         help="reader processes (default 1; 0 = one per available CPU core)")
     parser.add_argument("--precedence", choices=sorted(PRECEDENCE), default=DEFAULT_PRECEDENCE,

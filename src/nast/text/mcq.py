@@ -43,8 +43,8 @@ from typing import Any, Callable, Sequence
 
 import polars as pl
 
-from nast.errors import StageError
 from nast.config import params_file
+from nast.errors import StageError
 from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_json, write_parquet
 from nast.text import templates as T
 
@@ -464,7 +464,8 @@ def build_mcq(perm: pl.DataFrame, params: dict[str, Any], client=None,
         "rows_quarantined": qdf.height, "options_checked": n_checked, "options_verified": n_verified,
         "share_options_verified": (n_verified / n_checked) if n_checked else None,
         "share_questions_kept": (out.height / n_in) if n_in else None,
-        "attempts_histogram": {str(k): sum(1 for v in attempts.values() if v == k) for k in sorted(set(attempts.values()))},
+        "attempts_histogram": {str(k): sum(1 for v in attempts.values() if v == k)
+                               for k in sorted(set(attempts.values()))},
         "top_quarantine_reasons": top_reasons(qdf),
     }
     if client is not None:
@@ -499,8 +500,10 @@ def expectations(text_cols: Sequence[str]) -> list[tuple[str, dict]]:
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--permutations", required=True, help="permutations.parquet (input)")
-    parser.add_argument("--out", required=True, help="mcq.parquet to write (a <stem>.summary.json is written next to it)")
-    parser.add_argument("--quarantine", required=True, help="parquet of questions that failed verification or had bad input")
+    parser.add_argument("--out", required=True,
+                        help="mcq.parquet to write (a <stem>.summary.json is written next to it)")
+    parser.add_argument("--quarantine", required=True,
+                        help="parquet of questions that failed verification or had bad input")
     parser.epilog = ("Backend, seed and re-asks come from params mcq.* (template | openai); the openai backend "
                      "reads llm.* and the API key from the environment variable named by llm.api_key_env.")
 

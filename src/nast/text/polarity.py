@@ -386,7 +386,8 @@ def mentions_from_doc(doc) -> list[Mention]:
                      "evidence": sent.text.strip() if sent is not None else ent.text})
 
     # one polarity per finding and sentence
-    hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain" for f in r["findings"]}
+    hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain"
+              for f in r["findings"]}
     seen = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "positive" for f in r["findings"]}
     # a side travels along a link (left to right, so it passes along a list)
     prev = None

@@ -300,8 +300,8 @@ def patched_scores_naive(
                 s_tgt[e] = score
         cache = caches["src"]
         if unit == "block":
-            cache = dict(enumerate(block_write_states([caches["src"][l] for l in all_layers],
-                                                      [caches["tgt"][l] for l in all_layers])))
+            cache = dict(enumerate(block_write_states([caches["src"][layer] for layer in all_layers],
+                                                      [caches["tgt"][layer] for layer in all_layers])))
         for i, layer in enumerate(layers):
             for k in range(K):
                 pos = mask[k].nonzero().flatten()

@@ -55,7 +55,8 @@ def probing_pairs(bench: pl.DataFrame, split: str = "train") -> tuple[pl.DataFra
         if letter not in LETTERS:
             bad.append({"stage": "trace", "key": r["study_id"], "reason": f"correct letter {letter!r} not in A-D"})
         elif not (aff and str(aff).strip()) or not (neg and str(neg).strip()):
-            bad.append({"stage": "trace", "key": r["study_id"], "reason": f"empty affirmative/negated text of option {letter}"})
+            bad.append({"stage": "trace", "key": r["study_id"],
+                        "reason": f"empty affirmative/negated text of option {letter}"})
         else:
             rows.append({"study_id": r["study_id"], "image_path": r["image_path"],
                          "affirmative": str(aff).strip(), "negated": str(neg).strip()})
@@ -73,11 +74,14 @@ def sample_pairs(pairs: pl.DataFrame, max_examples: int, seed: int) -> pl.DataFr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmark", required=True, help="benchmark.parquet (negated_A..D, affirmative_A..D, correct)")
-    parser.add_argument("--out", required=True, help="output folder (cte.parquet, layer_weights.csv, heatmap.png, layers.png, summary.json)")
+    parser.add_argument("--benchmark", required=True,
+                        help="benchmark.parquet (negated_A..D, affirmative_A..D, correct)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (cte.parquet, layer_weights.csv, heatmap.png, layers.png, summary.json)")
     parser.add_argument("--split", default="train", help="benchmark split the probing pairs come from (default: train)")
     parser.add_argument("--naive", action="store_true",
-                        help="use the reference per-(layer, position) loop instead of the batched tracer (slow; same result)")
+                        help="use the reference per-(layer, position) loop instead of the batched tracer "
+                             "(slow; same result)")
 
 
 def run(args: argparse.Namespace, params: dict) -> int:

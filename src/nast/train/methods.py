@@ -24,11 +24,10 @@ nast-grounded   yes      LoRA on all text blocks         β       + λ_g ground 
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nast.config import params_file as _pf
 from nast.errors import StageError
 
 METHODS = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded",

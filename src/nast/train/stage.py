@@ -37,11 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", default=None,
                         help="nast only: exponent beta of alpha_l^beta (overrides params nast.beta; "
                              "the method is recorded as nast-beta{BETA})")
-    parser.add_argument("--cohort", required=True, help="cohort.parquet (report captions of the CLIP loss; hashed into the tracking params and the resume fingerprint)")
+    parser.add_argument("--cohort", required=True,
+                        help="cohort.parquet (report captions of the CLIP loss; hashed into the tracking params "
+                             "and the resume fingerprint)")
     parser.add_argument("--benchmark", required=True, help="benchmark.parquet (validate split -> per-epoch val MCQ)")
     parser.add_argument("--contextual", required=True, help="contextual.parquet (train split -> training pairs)")
     parser.add_argument("--layer-weights", default=None,
-                        help="reports/cte/layer_weights.csv (layer, cte, alpha); required by nast (beta > 0) and topk_layers")
+                        help="reports/cte/layer_weights.csv (layer, cte, alpha); "
+                             "required by nast (beta > 0) and topk_layers")
     parser.add_argument("--grounding", default=None,
                         help="grounding.parquet (nast grounding-data): its train-split counterfactual pairs; "
                              "required by the grounded methods (grounded, nast-grounded), read by no other")
@@ -122,7 +125,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     log.info("%s: %d caption groups (train; %d single claims + %d composite), %d trainable tensors, "
              "adapters on %d modules, layer scales %s",
              spec.name, groups.height, n_single, groups.height - n_single,
-             sum(1 for p in vl.model.parameters() if p.requires_grad), len(info["targets"]), ", ".join(f"{s:.3g}" for s in scales))
+             sum(1 for p in vl.model.parameters() if p.requires_grad), len(info["targets"]),
+             ", ".join(f"{s:.3g}" for s in scales))
 
     fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],
                                         "scales": scales, "scale_mode": scale_mode,

@@ -40,8 +40,6 @@ Method
 
 from __future__ import annotations
 
-from nast.config import params_file as _pf
-
 import logging
 import math
 import re
@@ -54,6 +52,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from nast.config import params_file as _pf
 from nast.errors import StageError
 from nast.train import losses
 from nast.train.data import load_images, not_negative_mask, opposite_mask, tokens_on_device
@@ -120,9 +119,9 @@ def normalize_scales(scales: list[float], how: str) -> list[float]:
 
 def topk_blocks(lw: pl.DataFrame, k: int, n_layers: int) -> list[int]:
     """Block indices of the k layers (>= 1) with the highest CTE; ties -> lower layer first."""
-    rows = [(c, l) for l, c in zip(lw["layer"].to_list(), lw["cte"].to_list()) if 1 <= l <= n_layers]
+    rows = [(c, layer) for layer, c in zip(lw["layer"].to_list(), lw["cte"].to_list()) if 1 <= layer <= n_layers]
     rows.sort(key=lambda t: (-t[0], t[1]))
-    return sorted(l - 1 for _c, l in rows[:k])
+    return sorted(layer - 1 for _c, layer in rows[:k])
 
 
 # ------------------------------------------------------------------------------- adapters
@@ -415,7 +414,8 @@ def train(
         g_keys = list(ground.select("dicom_id", "finding", "box_index").iter_rows())
         if not train_vision:
             with torch.no_grad():
-                g_emb = torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device)) for i in range(0, len(g_pixels), 64)])
+                g_emb = torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device))
+                                   for i in range(0, len(g_pixels), 64)])
 
     def ground_embeddings(rows: torch.Tensor) -> torch.Tensor:
         return vl.encode_image(g_pixels[rows].to(vl.device)) if train_vision else g_emb[rows]
