@@ -43,6 +43,7 @@ import polars as pl
 from nast.conditions import CHEXPERT_COLUMNS, NEGATIVE, POSITIVE, UNCERTAIN
 from nast.errors import StageError
 from nast.io import reconcile, write_json, write_text
+from nast.text.mcq import resolve_processes  # the one worker-count rule of the forked readers
 from nast.text.screen import DEFAULT_MAX_CHARS, read_report_csv, screen_reports
 
 log = logging.getLogger(__name__)
@@ -101,16 +102,6 @@ def _read_chunk(texts: list[str]) -> list[tuple[tuple[str, str], ...]]:
     return [tuple((m.finding, m.polarity) for m in ms) for ms in extract_mentions_many(texts, batch_size=256)]
 
 
-def resolve_workers(n: int) -> int:
-    """``--workers`` -> process count (0 = one per CPU core available to this process)."""
-    if n and n > 0:
-        return int(n)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def read_sections(texts: list[str | None], workers: int = 1) -> list[tuple[tuple[str, str], ...]]:
     """(finding, polarity) of every mention of every text, in order.
 
@@ -121,7 +112,7 @@ def read_sections(texts: list[str | None], workers: int = 1) -> list[tuple[tuple
     from nast.text.polarity import get_nlp
 
     unique = list(dict.fromkeys(t for t in texts if t and t.strip()))
-    workers = resolve_workers(workers)
+    workers = resolve_processes(workers)
     get_nlp()  # built once here, inherited by forked workers
     if workers <= 1 or len(unique) < MIN_PARALLEL_SECTIONS:
         parts = [_read_chunk(unique[i: i + CHUNK]) for i in range(0, len(unique), CHUNK)]
