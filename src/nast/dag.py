@@ -71,9 +71,9 @@ HEADER = """\
 # `dvc repro` runs the same DAG as Snakemake on one machine, every artifact versioned (`dvc push`
 # to the remote of scripts/dvc_remote.sh). ingest reads ${{data.source}} and ${{data.root}} from
 # params.yaml, so `dvc repro ingest` reads a new dataset without regenerating; any other change of
-# data.source, methods, nast.betas or grounding.boxes needs `nast dvc-yaml` (a stale demo file on
-# another source stops in demo_data with an error). `dvc exp run -S nast.beta=2.0` reruns only the
-# stages that read nast.beta and those downstream of them.
+# data.source, methods, nast.betas or grounding.boxes needs `nast dvc-yaml` (a file generated for
+# the demo, run on another source, stops in demo_data with an error). `dvc exp run -S nast.beta=2.0`
+# reruns only the stages that read nast.beta and those downstream of them.
 """
 
 
@@ -116,6 +116,7 @@ def export_jobs(workdir: str | Path) -> dict[str, dict]:
         workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
         workflow._build_dag()
         order = {rule.name: i for i, rule in enumerate(workflow.rules)}
+        _check_complete(workflow)
         jobs = {}
         for job in workflow.dag.jobs:
             rule = job.rule
@@ -138,6 +139,25 @@ def export_jobs(workdir: str | Path) -> dict[str, dict]:
                 "resources": {k: v for k, v in job.resources.items() if not callable(v)},
             }
         return jobs
+
+
+def _check_complete(workflow) -> None:
+    """Snakemake leaves a job out of the DAG when an input of it is missing but its outputs exist
+    (data.root moved after a run); the DAG would then lack a stage. Stop instead."""
+    produced = {str(f) for job in workflow.dag.jobs for f in job.output}
+    rules = [r for r in workflow.rules if r.name != "all"]
+    lost = set()
+    for job in workflow.dag.jobs:
+        for f in map(str, job.input):
+            if f not in produced:
+                lost |= {(r.name, f) for r in rules if r.is_producer(f)}
+    if lost:
+        raise StageError(
+            "the Snakemake DAG lacks the jobs writing "
+            + ", ".join(f"{f} (rule {r})" for r, f in sorted(lost))
+            + ": an input of theirs is missing while their outputs exist, so Snakemake leaves them out "
+            "(check data.root and model.checkpoint in params.yaml)"
+        )
 
 
 def normalise(jobs: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
