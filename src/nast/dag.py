@@ -36,7 +36,6 @@ import argparse
 import difflib
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,6 @@ PLOTS: list[Any] = [
 UNCACHED_DIRS = ("reports/eval/", "reports/grounding/")
 #: stage -> params.yaml keys written as ``${key}`` where a cmd token or dep equals their value
 TEMPLATED = {"ingest": ("data.root", "data.source")}
-LOG_REDIRECT = re.compile(r" > (\S+) 2>&1$")
 WIDTH = 100
 
 HEADER = """\
@@ -334,12 +332,14 @@ def _foreach_stage(rule: str, items: dict[str, dict]) -> dict:
         # no per-item field: a list of keys, `${item}` in the template
         do = json.loads(json.dumps(do).replace(KEY, "${item}"))
         foreach = keys
-    # the template must give back every job
+    # the template must give back every job (a padded dep or params key counts once)
     for k, s in items.items():
         f = fields[k]
-        assert _render_item(cmd, k, f).split() == s["cmd"].split(), (rule, k)
-        assert sorted({_render_item(d, k, f) for d in deps}) == sorted(set(s["deps"])), (rule, k)
-        assert sorted(_render_item(o, k, f) for o in outs) == s["outs"], (rule, k)
+        if (_render_item(cmd, k, f).split() != s["cmd"].split()
+                or {_render_item(d, k, f) for d in deps} != set(s["deps"])
+                or {_render_item(p, k, f) for p in pkeys} != set(s["params"])
+                or sorted(_render_item(o, k, f) for o in outs) != s["outs"]):
+            raise StageError(f"{rule}@{k}: the foreach template does not give back the Snakemake job")
     return {"foreach": foreach, "do": do}
 
 
