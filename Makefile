@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff check of src, tests, benchmarks and scripts (config in pyproject.toml)"
 	@echo "make setup  - only create .venv with the pinned packages (requirements.lock)"
 	@echo "make test-slurm - run the demo DAG through a real one-node SLURM cluster (root, apt-get)"
+	@echo "make dvc.yaml   - regenerate dvc.yaml from the Snakemake DAG (= nast dvc-yaml; after changing data.source, methods, nast.betas, grounding.boxes or a rule)"
 	@echo "make dvc-remote - configure a local DVC remote (DVC_REMOTE=DIR, default .dvc-remote/)"
 	@echo "make mlflow-ui  - MLflow UI on http://127.0.0.1:5000 over mlruns.db"
 	@echo "make test-mutants - plant named one-line bugs in the result-producing code, one at a time, and report survivors (slow; not CI)"
@@ -51,12 +52,15 @@ test-mutants: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/mutants.py $(MUTANTS_ARGS)
 
 # --- orchestration: SLURM end-to-end, DVC remote, MLflow UI ------------------------------------
-.PHONY: test-slurm dvc-remote mlflow-ui
+.PHONY: test-slurm dvc-remote mlflow-ui dvc.yaml
 DVC_REMOTE ?=
 MLFLOW_PORT ?= 5000
 
 test-slurm: $(STAMP)  ## run the demo DAG on a real one-node SLURM test cluster and compare to a local run
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/test_slurm.sh
+
+dvc.yaml: $(STAMP)  ## dvc.yaml = the Snakemake DAG of params.yaml (nast dvc-yaml; a test checks it is up to date)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/nast dvc-yaml --params params.yaml --out dvc.yaml
 
 dvc-remote: $(STAMP)  ## configure the default DVC remote (a local directory; DVC_REMOTE=DIR to choose)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/dvc_remote.sh $(DVC_REMOTE)

@@ -5,8 +5,8 @@
 #                                                    # pretrain/trace/train/evaluate(-grounding) -> gpu)
 #   snakemake --report reports/report.html           # one HTML page with tables and plots
 #
-# Every rule calls one `nast <stage>` command with explicit paths; dvc.yaml calls the same commands
-# (tests/workflow/test_parity.py keeps the two DAGs identical). params.yaml is the single
+# Every rule calls one `nast <stage>` command with explicit paths; dvc.yaml is generated from this
+# DAG by `nast dvc-yaml` (tests/workflow/test_parity.py keeps the two identical). params.yaml is the single
 # configuration and is validated here against workflow/schemas/params.schema.yaml.
 
 from snakemake.utils import min_version, validate

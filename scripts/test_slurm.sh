@@ -12,8 +12,8 @@
 #     .snakemake/slurm_logs/ log per job; GPU rules ran in the gpu partition;
 #  6. checks the deterministic outputs (tables, JSON, CSV, the demo tree) are byte-identical to
 #     the local run's (sha256);
-#  7. runs the same stages with `dvc repro` in a third copy (dvc/) and checks its outputs are
-#     identical too (the DVC DAG executes, not only parses; NAST_TEST_DVC=0 skips it), and, on
+#  7. runs the same stages with `dvc repro` in a third copy (dvc/), its dvc.yaml regenerated for
+#     the lean parameters (`nast dvc-yaml`), and checks its outputs are identical too (the DVC DAG executes, not only parses; NAST_TEST_DVC=0 skips it), and, on
 #     the full DAG, renders `snakemake --report` of the local run.
 # While the pipeline is still being built, only the rules whose `nast` stage exists (and all
 # upstream) are run (scripts/available_rules.py -> snakemake --omit-from ...).
@@ -164,6 +164,9 @@ if [[ "${NAST_TEST_DVC:-1}" == 1 ]]; then
     use_copy dvc
     export DVC_NO_ANALYTICS=1
     dvc config core.no_scm true
+    # dvc.yaml for the lean params (their nast.betas differ from the committed file's)
+    nast dvc-yaml --params params.yaml --out dvc.yaml >"$WORK/dvc-yaml.log" 2>&1 \
+        || { tail -20 "$WORK/dvc-yaml.log"; fail "nast dvc-yaml failed (log: $WORK/dvc-yaml.log)"; }
     t0=$SECONDS
     dvc repro "${RULES[@]}" >"$WORK/dvc.log" 2>&1 \
         || { tail -40 "$WORK/dvc.log"; fail "dvc repro failed (log: $WORK/dvc.log)"; }

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-grounding": ("nast.grounding.evaluate_grounding",
                            "score a method on counterfactual pairs: polarity, localisation, verified attribution"),
     "report": ("nast.report", "summary tables and plots over all evaluated methods"),
+    "dvc-yaml": ("nast.dag", "write dvc.yaml from the Snakemake DAG for params.yaml (same stages as the Snakefile)"),
 }
 
 

@@ -369,3 +369,41 @@ def test_cli_writes_replaces_and_refuses(tmp_path, capsys):
     assert main(["demo-data", "--params", str(pfile), "--out", str(other)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "keep"
+
+
+def _cli_params(tmp_path, **data):
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params["demo"].update(n_subjects=3, image_size=48, twins=False)
+    params["data"].update(data)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    return pfile
+
+
+def test_cli_refuses_a_mimic_root(tmp_path, capsys):
+    """A MIMIC-CXR-JPG root has the same label table as a demo tree; only the demo's box table
+    tells them apart, so a real dataset is never replaced."""
+    pfile = _cli_params(tmp_path)
+    root = tmp_path / "mimic-cxr-jpg"
+    (root / "files" / "p10").mkdir(parents=True)
+    for name in ("mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-metadata.csv.gz"):
+        (root / name).write_bytes(b"real data")
+    before = _digest(root)
+    assert main(["demo-data", "--params", str(pfile), "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "demo-annotations.csv.gz" in err
+    assert _digest(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mimic-cxr-jpg", "params.yaml"]  # no staging folder
+
+
+def test_cli_stops_when_params_name_another_source(tmp_path, capsys):
+    """`dvc repro` with a dvc.yaml generated for the demo after params.yaml moved to MIMIC:
+    demo_data stops loudly (naming `nast dvc-yaml`) and writes nothing."""
+    for source in ("mimic", "openi"):
+        pfile = _cli_params(tmp_path, source=source, root=str(tmp_path / "dataset"))
+        out = tmp_path / "raw" / "demo"
+        assert main(["demo-data", "--params", str(pfile), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "dvc.yaml was generated for the demo" in err, err
+        assert f"says data.source: {source}" in err and "`nast dvc-yaml`" in err
+        assert not out.exists() and not (tmp_path / "raw").exists()

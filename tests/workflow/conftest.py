@@ -34,9 +34,11 @@ def copy_project(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def env() -> dict:
-    """Subprocess environment: the venv's bin first (snakemake, dvc, nast), no DVC analytics."""
+    """Subprocess environment: the venv's bin first (snakemake, dvc, nast), this checkout's src/ on
+    PYTHONPATH, no DVC analytics."""
     e = dict(os.environ)
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [e.get("PYTHONPATH")])])  # this checkout's nast
     e["DVC_NO_ANALYTICS"] = "1"
     return e
 

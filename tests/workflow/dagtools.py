@@ -3,13 +3,13 @@
 Both sides become ``{stage: {"cmd", "deps", "outs", "params"}}`` keyed like DVC stages
 (``train@nast``, ``train_sweep@0.5``):
 
-* Snakemake: every job of the full DAG through the Snakemake API (export_snakemake_dag.py, run in
+* Snakemake: every job of the full DAG through the Snakemake API (``nast.dag.export_jobs``, run in
   a subprocess so each call gets a fresh Snakemake). The shell command must end in
   ``> {log} 2>&1``; that redirection is removed before comparing.
 * DVC: the resolved stages (foreach expanded, params.yaml interpolated) through ``dvc.repo.Repo``.
 
-A DVC dependency on a directory (report's ``reports/eval``) stands for the Snakemake inputs inside
-it; everything else must match exactly.
+Everything must match exactly (a dependency that dvc.yaml repeats, the padding of a foreach item
+with fewer deps than another, counts once).
 """
 
 from __future__ import annotations
@@ -20,15 +20,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-EXPORT = HERE / "export_snakemake_dag.py"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict:
+    """This checkout's src/ first, so the subprocess runs the package under test."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def snakemake_jobs(workdir: Path) -> dict:
-    """Raw export (cmd with log redirection, log, benchmark, resources) of the Snakemake DAG."""
+    """Raw export (cmd with log redirection, log, benchmark, resources) of the Snakemake DAG:
+    ``nast.dag.export_jobs`` in a fresh process (one Snakemake per process)."""
     proc = subprocess.run(
-        [sys.executable, str(EXPORT), str(workdir)],
-        capture_output=True, text=True, timeout=180, cwd=workdir,
+        [sys.executable, "-m", "nast.dag", str(workdir)],
+        capture_output=True, text=True, timeout=180, cwd=workdir, env=_env(),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"Snakemake DAG export failed:\n{proc.stderr[-3000:]}")
@@ -37,24 +44,19 @@ def snakemake_jobs(workdir: Path) -> dict:
 
 def normalise_snakemake(jobs: dict) -> tuple[dict, list[str]]:
     """Strip the log redirection; problems (no log, no redirection) are returned as messages."""
-    stages, problems = {}, []
-    for name, job in jobs.items():
-        cmd = job["cmd"]
-        if len(job["log"]) != 1:
-            problems.append(f"{name}: expected exactly one log file, got {job['log']}")
-        else:
-            suffix = f" > {job['log'][0]} 2>&1"
-            if cmd.endswith(suffix):
-                cmd = cmd[: -len(suffix)]
-            else:
-                problems.append(f"{name}: command does not end with '{suffix.strip()}'")
-        stages[name] = {
-            "cmd": cmd,
-            "deps": sorted(job["deps"]),
-            "outs": sorted(job["outs"]),
-            "params": sorted(job["params"] or []),
-        }
-    return stages, problems
+    from nast.dag import normalise
+
+    return normalise(jobs)
+
+
+def generate_dvc_yaml(workdir: Path, out: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """``nast dvc-yaml`` for ``workdir`` in a fresh process."""
+    cmd = [sys.executable, "-m", "nast.cli", "dvc-yaml", "--params", str(workdir / "params.yaml")]
+    if out is not None:
+        cmd += ["--out", str(out)]
+    if check:
+        cmd.append("--check")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=workdir, env=_env())
 
 
 def dvc_stages(workdir: Path) -> dict:
@@ -83,10 +85,6 @@ def dvc_stages(workdir: Path) -> dict:
     return stages
 
 
-def _under(path: str, directory: str) -> bool:
-    return path.startswith(directory.rstrip("/") + "/")
-
-
 def compare(smk: dict, dvc: dict) -> list[str]:
     """All differences between the two DAGs, as readable lines (empty = parity)."""
     diffs = []
@@ -102,11 +100,7 @@ def compare(smk: dict, dvc: dict) -> list[str]:
             diffs.append(f"{name}: outs differ: snakemake {s['outs']} dvc {d['outs']}")
         if s["params"] != d["params"]:
             diffs.append(f"{name}: params differ: snakemake {s['params']} dvc {d['params']}")
-        sdeps, ddeps = set(s["deps"]), set(d["deps"])
-        for dep in sorted(sdeps - ddeps):
-            if not any(_under(dep, dd) for dd in ddeps - sdeps):
-                diffs.append(f"{name}: dep {dep} in the Snakefile only")
-        for dep in sorted(ddeps - sdeps):
-            if not any(_under(sd, dep) for sd in sdeps):
-                diffs.append(f"{name}: dep {dep} in dvc.yaml only")
+        sdeps, ddeps = set(s["deps"]), set(d["deps"])  # a dep repeated by the foreach padding counts once
+        diffs += [f"{name}: dep {dep} in the Snakefile only" for dep in sorted(sdeps - ddeps)]
+        diffs += [f"{name}: dep {dep} in dvc.yaml only" for dep in sorted(ddeps - sdeps)]
     return diffs

@@ -1,6 +1,7 @@
 """DVC end to end on a tiny two-stage pipeline in a temp git repo: repro, the local remote of
 scripts/dvc_remote.sh, push, wipe cache + outputs, pull, identical files; and a params change that
-reruns only the stage that reads the changed key (what `dvc exp run -S nast.beta=...` relies on)."""
+reruns only the stage that reads the changed key (what `dvc exp run -S nast.beta=...` relies on).
+The foreach repeats a dep and a params key the way `nast dvc-yaml` pads its items."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ stages:
     params: [a]
     outs: [data.txt]
   train:
-    # the pattern of the project's dvc.yaml: a per-method params key, nast.beta only for nast
+    # the pattern of the generated dvc.yaml: a per-item params key (nast.beta only for nast, the
+    # others repeat `a`) and a per-item dep (here every item repeats data.txt: DVC takes duplicates)
     foreach:
-      lora: {beta: a}
-      nast: {beta: nast.beta}
+      lora: {beta: a, dep: data.txt}
+      nast: {beta: nast.beta, dep: data.txt}
     do:
       cmd: python -c "import os, yaml; p = yaml.safe_load(open('params.yaml')); os.makedirs('models', exist_ok=True); open('models/${key}.txt', 'w').write(open('data.txt').read() + '${key}' + (str(p['nast']['beta']) if '${key}' == 'nast' else ''))"
-      deps: [data.txt]
+      deps: [data.txt, "${item.dep}"]
       params: [a, "${item.beta}"]
       outs: ["models/${key}.txt"]
 """  # noqa: E501 -- a DVC cmd is one YAML line

@@ -1,9 +1,10 @@
 # Shared paths, parameter sections and resource helpers for all rules.
 #
-# Paths are the ones pinned in docs/CONTRACTS.md; dvc.yaml uses the same literals.
-# Each rule declares `params: cfg=cfg_params(<sections>)`: the params.yaml sections (or dotted
-# keys) the stage reads. Snakemake reruns a job when they change (rerun-trigger "params"), and
-# the dvc.yaml stage lists the same keys (checked by tests/workflow/test_parity.py).
+# Paths are the ones pinned in docs/CONTRACTS.md. dvc.yaml is generated from these rules'
+# jobs (`nast dvc-yaml`, src/nast/dag.py): each rule's command, input, output and params.cfg
+# keys become its DVC stage. Each rule declares `params: cfg=cfg_params(<sections>)`: the
+# params.yaml sections (or dotted keys) the stage reads; Snakemake reruns a job when they change
+# (rerun-trigger "params"), DVC when the stage's params change (tests/workflow/test_parity.py).
 
 import os
 import yaml

@@ -3,8 +3,10 @@
 Size, shape and seed come from the ``demo:`` section of params.yaml (n_subjects,
 studies_per_subject, image_size, lateral_fraction, twins, split_fractions, seed); the
 patient-level split (``demo.split_fractions``) is written as the official split file. An
-existing demo tree at ``--out`` is replaced; any other non-empty folder is refused. Same
-params -> byte-identical files.
+existing demo tree at ``--out`` is replaced; any other non-empty folder (a MIMIC-CXR-JPG root
+included: a demo tree also has ``demo-annotations.csv.gz``) is refused. Runs only with
+``data.source: demo``: on another source it stops with an error naming ``nast dvc-yaml`` (a stale
+dvc.yaml). Same params -> byte-identical files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast.demo.generate import generate_demo
 
+    source = params["data"]["source"]
+    if source != "demo":
+        # a stale dvc.yaml (generated for the demo) run on another source: stop before anything
+        # is written instead of producing a demo tree nothing reads
+        raise StageError(
+            f"dvc.yaml was generated for the demo; {args.params} says data.source: {source} - run "
+            "`nast dvc-yaml` to regenerate dvc.yaml (or `snakemake`, whose DAG has no demo_data there); "
+            "`nast demo-data` runs only with data.source: demo"
+        )
     p = params["demo"]
     lo, hi = p["studies_per_subject"]
     if hi < lo:

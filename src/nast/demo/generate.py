@@ -253,13 +253,23 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 # ------------------------------------------------------------------------------------------ writing
 
 
+def is_demo_tree(path: str | os.PathLike) -> bool:
+    """An earlier demo tree: the MIMIC-CXR-JPG label table *and* the demo's own box table. A real
+    MIMIC-CXR-JPG root has the first but never ``demo-annotations.csv.gz``."""
+    path = Path(path)
+    return (path / CHEXPERT_FILE).is_file() and (path / ANNOTATIONS_FILE).is_file()
+
+
 def _check_target(out: Path) -> None:
-    """Refuse to clobber a folder that is not an earlier demo tree."""
+    """Refuse to clobber a folder that is not an earlier demo tree (a dataset root, anything else)."""
     if out.exists():
         if not out.is_dir():
             raise StageError(f"demo output is not a directory: {out}")
-        if any(out.iterdir()) and not (out / CHEXPERT_FILE).is_file():
-            raise StageError(f"refusing to overwrite {out}: not empty and not a demo tree (no {CHEXPERT_FILE})")
+        if any(out.iterdir()) and not is_demo_tree(out):
+            raise StageError(
+                f"refusing to overwrite {out}: not empty and not a demo tree (no {CHEXPERT_FILE} + "
+                f"{ANNOTATIONS_FILE}); nothing written - choose an empty or new folder"
+            )
 
 
 def generate_demo(
