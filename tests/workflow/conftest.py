@@ -13,17 +13,19 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WORKFLOW_FILES = ["Snakefile", "params.yaml", "dvc.yaml", ".dvcignore", "workflow"]
+WORKFLOW_FILES = ["Snakefile", "params.yaml", "dvc.yaml", ".dvcignore", "workflow", "src"]
 
 
 def copy_project(dest: Path) -> Path:
-    """Snakefile, workflow/, params.yaml, dvc.yaml and the `slurm` profile link in ``dest``
+    """Snakefile, workflow/, src/ (the code the rules depend on), params.yaml, dvc.yaml and the
+    `slurm` profile link in ``dest``
     (plus a .dvc/ without git), so a test can edit them freely."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, symlinks=True)
+            shutil.copytree(src, dest / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dest / name)
     os.symlink(os.readlink(ROOT / "slurm"), dest / "slurm")

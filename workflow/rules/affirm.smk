@@ -1,6 +1,7 @@
 # affirm: affirmative rewrites of the negated options (verified cue-free) -> the benchmark table.
 rule affirm:
     input:
+        code=code("affirm"),
         mcq=MCQ,
     output:
         benchmark=BENCHMARK,

@@ -1,6 +1,7 @@
 # claims: (finding, polarity, location, severity, evidence) mentions from the cohort's reports.
 rule claims:
     input:
+        code=code("claims"),
         cohort=COHORT,
     output:
         claims=CLAIMS,

@@ -9,6 +9,8 @@
 import os
 import yaml
 
+from nast.codedeps import code_deps as _code_deps
+
 DEMO = config["data"]["source"] == "demo"
 DATA_ROOT = config["data"]["root"]
 
@@ -34,6 +36,12 @@ BENCH = "reports/benchmarks"
 METHODS = list(config["methods"])
 BETAS = [str(b) for b in config["nast"]["betas"]]
 SWEEP = [f"nast-beta{b}" for b in BETAS]
+
+
+def code(command):
+    """The src/nast files `nast <command>` runs (its import closure, nast.codedeps): inputs of the
+    rule, so a code change reruns exactly the stages that run that code (dvc.yaml lists the same)."""
+    return _code_deps(command, workflow.basedir)
 
 
 def quarantine(stage):

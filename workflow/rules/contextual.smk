@@ -1,6 +1,7 @@
 # contextual: true contextual captions and minimal-edit foils (polarity / laterality / severity).
 rule contextual:
     input:
+        code=code("contextual"),
         claims=CLAIMS,
         cohort=COHORT,
     output:

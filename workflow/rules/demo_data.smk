@@ -2,6 +2,8 @@
 if DEMO:
 
     rule demo_data:
+        input:
+            code=code("demo-data"),
         output:
             directory(DATA_ROOT),
         params:

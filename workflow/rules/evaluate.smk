@@ -2,6 +2,7 @@
 # for every method and every beta of the sweep -> reports/eval/{M}.json.
 rule evaluate:
     input:
+        code=code("evaluate"),
         model="models/{method}",
         base=base_model(),
         cohort=COHORT,
@@ -32,6 +33,7 @@ rule evaluate:
 
 rule evaluate_sweep:
     input:
+        code=code("evaluate"),
         model="models/nast-beta{beta}",
         base=base_model(),
         cohort=COHORT,

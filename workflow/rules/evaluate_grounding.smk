@@ -3,6 +3,7 @@
 # method and every beta of the sweep -> reports/grounding/{M}.json (+ example maps .npz).
 rule evaluate_grounding:
     input:
+        code=code("evaluate-grounding"),
         model="models/{method}",
         base=base_model(),
         grounding=GROUNDING,
@@ -28,6 +29,7 @@ rule evaluate_grounding:
 
 rule evaluate_grounding_sweep:
     input:
+        code=code("evaluate-grounding"),
         model="models/nast-beta{beta}",
         base=base_model(),
         grounding=GROUNDING,

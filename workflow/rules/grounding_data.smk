@@ -3,6 +3,7 @@
 # boxes file lies inside the demo tree, so the rule depends on the tree; elsewhere on the CSV.
 rule grounding_data:
     input:
+        code=code("grounding-data"),
         cohort=COHORT,
         boxes=DATA_ROOT if DEMO and config["grounding"]["boxes"] is None else grounding_boxes(),
     output:

@@ -1,6 +1,7 @@
 # ingest: MIMIC-CXR-JPG / Open-i / demo tree -> one row per image (+ quarantine).
 rule ingest:
     input:
+        code=code("ingest"),
         root=dataset_root(),
     output:
         cohort=COHORT,

@@ -1,6 +1,7 @@
 # mcq: negated option texts + question (template or LLM), each verified by the polarity checker.
 rule mcq:
     input:
+        code=code("mcq"),
         permutations=PERMUTATIONS,
     output:
         mcq=MCQ,

@@ -1,6 +1,7 @@
 # permutations: per study k conditions, options A-D as label vectors, the correct letter.
 rule permutations:
     input:
+        code=code("permutations"),
         cohort=COHORT,
     output:
         permutations=PERMUTATIONS,

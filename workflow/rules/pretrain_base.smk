@@ -4,6 +4,7 @@ if DEMO:
 
     rule pretrain_base:
         input:
+            code=code("pretrain-base"),
             cohort=COHORT,
         output:
             directory(BASE_DIR),

@@ -2,6 +2,7 @@
 # (--cte-dir: the CTE heatmap is only logged to MLflow, not an input of the tables).
 rule report:
     input:
+        code=code("report"),
         evals=expand(f"{EVAL_DIR}/{{method}}.json", method=METHODS + SWEEP),
         # training curves (models/*/curve.csv) for the training_curves plot
         models=expand("models/{method}", method=METHODS + SWEEP),

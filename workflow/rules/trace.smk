@@ -1,6 +1,7 @@
 # trace: causal tracing effects (CTE) per text-encoder layer and the layer weights alpha_l.
 rule trace:
     input:
+        code=code("trace"),
         benchmark=BENCHMARK,
         model=base_model(),
     output:

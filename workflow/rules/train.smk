@@ -5,6 +5,7 @@
 rule train:
     input:
         unpack(grounded_train_inputs),
+        code=code("train"),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -31,6 +32,7 @@ rule train:
 
 rule train_sweep:
     input:
+        code=code("train"),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,

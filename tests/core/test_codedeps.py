@@ -1,0 +1,61 @@
+"""nast.codedeps: the files a stage runs, from the import graph (issue 15: code is a dependency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nast.codedeps import code_deps, module_closure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pkg(tmp_path: Path, files: dict[str, str]) -> Path:
+    pkg = tmp_path / "src" / "nast"
+    for rel, text in files.items():
+        path = pkg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return pkg
+
+
+def test_closure_follows_absolute_relative_lazy_and_submodule_imports(tmp_path):
+    pkg = _pkg(tmp_path, {
+        "__init__.py": "",
+        "schema.yaml": "x: 1",                      # package data of a reached package
+        "a/__init__.py": "",
+        "a/stage.py": "from nast.b import helper\nfrom . import sib\n\ndef run():\n    import nast.c.lazy\n",
+        "a/sib.py": "from .. import d\n",
+        "b.py": "def helper(): ...\n",
+        "c/__init__.py": "",
+        "c/lazy.py": "",
+        "c/data/rules.csv": "a,b",
+        "d.py": "import os\n",
+        "unused.py": "import nast.b\n",           # imports the stage's code, but the stage never imports it
+        "e/__init__.py": "",
+        "e/data/other.csv": "x",                  # data of a package the stage does not reach
+    })
+    got = {str(p.relative_to(pkg)) for p in module_closure("nast.a.stage", pkg)}
+    assert got == {"__init__.py", "schema.yaml", "a/__init__.py", "a/stage.py", "a/sib.py", "b.py",
+                   "c/__init__.py", "c/lazy.py", "c/data/rules.csv", "d.py"}
+
+
+def test_the_stages_code_is_their_real_import_closure():
+    ingest = code_deps("ingest", ROOT)
+    assert "src/nast/ingest/mimic.py" in ingest and "src/nast/ingest/openi.py" in ingest  # lazy imports
+    assert "src/nast/params.schema.yaml" in ingest and "src/nast/cli.py" in ingest
+    assert not any(f.startswith("src/nast/train/") for f in ingest)
+    train = code_deps("train", ROOT)
+    assert {"src/nast/train/stage.py", "src/nast/train/losses.py", "src/nast/models/families.py",
+            "src/nast/models/configs/nast-tiny-clip.json", "src/nast/tracking.py"} <= set(train)
+    assert "src/nast/ingest/mimic.py" not in train
+    assert "src/nast/ingest/mimic.py" not in code_deps("permutations", ROOT)
+    assert all((ROOT / f).is_file() for f in ingest + train)
+
+
+def test_code_deps_names_a_missing_package(tmp_path):
+    with pytest.raises(ValueError, match="src/nast/__init__.py not found"):
+        code_deps("ingest", tmp_path)
+    with pytest.raises(ValueError, match="unknown nast command"):
+        code_deps("no-such-stage", ROOT)
