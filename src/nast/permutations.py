@@ -287,7 +287,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output permutations parquet (one row per eligible study)")
     parser.add_argument("--quarantine", required=True,
                         help="output quarantine parquet (a .summary.json with counts is written next to it)")
-    parser.add_argument("--validation-dir", default="reports/validation",
+    parser.add_argument("--report-dir", "--validation-dir", dest="validation_dir", default="reports/validation",
                         help="folder of the Great Expectations report permutations.md/.json "
                              "(default: reports/validation)")
 

@@ -163,12 +163,21 @@ def _client(params: Mapping[str, Any]):
     return MlflowClient(tracking_uri=tracking_uri(params))
 
 
+#: the experiment type MLflow 3's UI reads: a model-training experiment opens on the runs table
+#: (without it, an experiment with no runs yet opens on the GenAI overview)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client, params: Mapping[str, Any]) -> str:
     name = experiment_name(params)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if exp.tags.get(key) != value:  # experiments made before the tag existed
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(tracking_uri(params), name))
+    return client.create_experiment(name, artifact_location=_artifact_location(tracking_uri(params), name),
+                                    tags=EXPERIMENT_KIND)
 
 
 def _find_run(client, exp_id: str, tags: Mapping[str, str]):

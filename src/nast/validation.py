@@ -266,6 +266,8 @@ def gate(
         failed = [r for r in summary["results"] if not r["success"]]
         first = failed[0]
         what = f"{first['expectation']} on column '{first['column']}'" if first["column"] else first["expectation"]
+        # the whole report goes to the log too: a workflow manager removes a failed job's outputs
+        log.error("validation gate '%s' failed:\n%s", suite_name, render_markdown(summary))
         raise ValidationGateError(
             f"validation gate '{suite_name}' failed: {len(failed)} of {summary['evaluated_expectations']} "
             f"expectations (first: {what}); see {md_path}"

@@ -8,7 +8,7 @@ import pytest
 
 from nast.codedeps import code_deps, module_closure
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pkg(tmp_path: Path, files: dict[str, str]) -> Path:

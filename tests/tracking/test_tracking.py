@@ -70,6 +70,8 @@ def test_round_trip(store, tmp_path):
     client = MlflowClient(tracking_uri=store)
     exp = client.get_experiment_by_name("nast-test-demo")
     assert exp is not None
+    # a model-training experiment: the MLflow UI opens on its runs table, not the GenAI overview
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     run = client.get_run(rid_train)
     assert run.data.metrics["mcq_negated_acc"] == 0.75
     assert "skip" not in run.data.metrics
@@ -131,3 +133,13 @@ def test_uncommitted_code_gets_its_own_pipeline_run(store, tmp_path):
     other = tracking.log_method(PARAMS, "nast", stage="train", final_metrics={"loss": 3.0})
     assert tracking.git_state()[1] not in ("", dirty)
     assert client.get_run(other).data.tags["mlflow.parentRunId"] not in (parent.info.run_id, clean_parent.info.run_id)
+
+
+def test_an_experiment_made_without_the_kind_gets_it(store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    exp_id = client.create_experiment("nast-test-demo")  # as an older version of this module made it
+    assert "mlflow.experimentKind" not in client.get_experiment(exp_id).tags
+    tracking.log_method(PARAMS, "nast", stage="evaluate", final_metrics={"mcq_negated_acc": 0.5})
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"

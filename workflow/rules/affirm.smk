@@ -6,8 +6,12 @@ rule affirm:
     output:
         benchmark=BENCHMARK,
         quarantine=quarantine("affirm"),
+        summary=BENCHMARK.replace(".parquet", ".summary.json"),
+        gate_json=f"{VALIDATION}/benchmark.json",
+        gate_md=f"{VALIDATION}/benchmark.md",
     params:
         file=PARAMS,
+        report_dir=VALIDATION,
         cfg=cfg_params("affirm", "llm"),
     log:
         f"{LOGS}/affirm.log",
@@ -17,4 +21,4 @@ rule affirm:
         **cpu_resources(),
     shell:
         "nast affirm --params {params.file} --mcq {input.mcq}"
-        " --out {output.benchmark} --quarantine {output.quarantine} > {log} 2>&1"
+        " --out {output.benchmark} --quarantine {output.quarantine} --report-dir {params.report_dir} > {log} 2>&1"

@@ -6,8 +6,11 @@ rule claims:
     output:
         claims=CLAIMS,
         quarantine=quarantine("claims"),
+        gate_json=f"{VALIDATION}/claims.json",
+        gate_md=f"{VALIDATION}/claims.md",
     params:
         file=PARAMS,
+        report_dir=VALIDATION,
         cfg=cfg_params("claims"),
     log:
         f"{LOGS}/claims.log",
@@ -17,4 +20,4 @@ rule claims:
         **cpu_resources(),
     shell:
         "nast claims --params {params.file} --cohort {input.cohort} --out {output.claims}"
-        " --quarantine {output.quarantine} > {log} 2>&1"
+        " --quarantine {output.quarantine} --report-dir {params.report_dir} > {log} 2>&1"

@@ -48,6 +48,11 @@ def quarantine(stage):
     return f"data/interim/quarantine/{stage}.parquet"
 
 
+def summary_file(stage):
+    """The counts written beside a stage's quarantine table (rows in / kept / quarantined)."""
+    return f"data/interim/quarantine/{stage}.summary.json"
+
+
 def base_model():
     """The base model the GPU stages read: pretrained by pretrain_base on the demo, else the
     checkpoint named in params.yaml (model.checkpoint) as a plain input."""

@@ -7,8 +7,11 @@ rule contextual:
     output:
         contextual=CONTEXTUAL,
         quarantine=quarantine("contextual"),
+        gate_json=f"{VALIDATION}/contextual.json",
+        gate_md=f"{VALIDATION}/contextual.md",
     params:
         file=PARAMS,
+        report_dir=VALIDATION,
         cfg=cfg_params("contextual"),
     log:
         f"{LOGS}/contextual.log",
@@ -18,4 +21,4 @@ rule contextual:
         **cpu_resources(),
     shell:
         "nast contextual --params {params.file} --claims {input.claims} --cohort {input.cohort}"
-        " --out {output.contextual} --quarantine {output.quarantine} > {log} 2>&1"
+        " --out {output.contextual} --quarantine {output.quarantine} --report-dir {params.report_dir} > {log} 2>&1"

@@ -6,8 +6,12 @@ rule ingest:
     output:
         cohort=COHORT,
         quarantine=quarantine("ingest"),
+        summary=summary_file("ingest"),
+        gate_json=f"{VALIDATION}/cohort.json",
+        gate_md=f"{VALIDATION}/cohort.md",
     params:
         file=PARAMS,
+        report_dir=VALIDATION,
         cfg=cfg_params("data"),
         source=config["data"]["source"],
     log:
@@ -18,4 +22,4 @@ rule ingest:
         **cpu_resources(),
     shell:
         "nast ingest --params {params.file} --source {params.source} --root {input.root}"
-        " --out {output.cohort} --quarantine {output.quarantine} > {log} 2>&1"
+        " --out {output.cohort} --quarantine {output.quarantine} --report-dir {params.report_dir} > {log} 2>&1"

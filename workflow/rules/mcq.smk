@@ -6,8 +6,12 @@ rule mcq:
     output:
         mcq=MCQ,
         quarantine=quarantine("mcq"),
+        summary=MCQ.replace(".parquet", ".summary.json"),
+        gate_json=f"{VALIDATION}/mcq.json",
+        gate_md=f"{VALIDATION}/mcq.md",
     params:
         file=PARAMS,
+        report_dir=VALIDATION,
         cfg=cfg_params("mcq", "llm"),
     log:
         f"{LOGS}/mcq.log",
@@ -17,4 +21,4 @@ rule mcq:
         **cpu_resources(),
     shell:
         "nast mcq --params {params.file} --permutations {input.permutations}"
-        " --out {output.mcq} --quarantine {output.quarantine} > {log} 2>&1"
+        " --out {output.mcq} --quarantine {output.quarantine} --report-dir {params.report_dir} > {log} 2>&1"

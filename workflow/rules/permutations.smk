@@ -6,8 +6,12 @@ rule permutations:
     output:
         permutations=PERMUTATIONS,
         quarantine=quarantine("permutations"),
+        summary=summary_file("permutations"),
+        gate_json=f"{VALIDATION}/permutations.json",
+        gate_md=f"{VALIDATION}/permutations.md",
     params:
         file=PARAMS,
+        report_dir=VALIDATION,
         cfg=cfg_params("permutations"),
     log:
         f"{LOGS}/permutations.log",
@@ -17,4 +21,4 @@ rule permutations:
         **cpu_resources(),
     shell:
         "nast permutations --params {params.file} --cohort {input.cohort}"
-        " --out {output.permutations} --quarantine {output.quarantine} > {log} 2>&1"
+        " --out {output.permutations} --quarantine {output.quarantine} --report-dir {params.report_dir} > {log} 2>&1"

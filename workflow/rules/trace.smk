@@ -16,6 +16,7 @@ rule trace:
             f"{CTE_DIR}/layers.png", category="Causal tracing", caption="../report/layers.rst"
         ),
         summary=f"{CTE_DIR}/summary.json",
+        quarantine=f"{CTE_DIR}/quarantine.parquet",
     params:
         file=PARAMS,
         cfg=cfg_params("trace", "model"),
@@ -28,4 +29,5 @@ rule trace:
     resources:
         **gpu_resources(),
     shell:
-        "nast trace --params {params.file} --benchmark {input.benchmark} --out {params.out} > {log} 2>&1"
+        "nast trace --params {params.file} --benchmark {input.benchmark} --base {input.model}"
+        " --out {params.out} > {log} 2>&1"

@@ -26,7 +26,7 @@ rule train:
         **gpu_resources(),
     shell:
         "nast train --params {params.file} --method {wildcards.method} --cohort {input.cohort}"
-        " --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --benchmark {input.benchmark} --contextual {input.contextual} --base {input.model}"
         " --layer-weights {input.layer_weights}{params.ground} --out {output} > {log} 2>&1"
 
 
@@ -52,5 +52,5 @@ rule train_sweep:
         **gpu_resources(),
     shell:
         "nast train --params {params.file} --method nast --beta {wildcards.beta} --cohort {input.cohort}"
-        " --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --benchmark {input.benchmark} --contextual {input.contextual} --base {input.model}"
         " --layer-weights {input.layer_weights} --out {output} > {log} 2>&1"

@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="method name recorded in the JSON (zero_shot, lora_uniform, nast, nast-beta0.5, ...)")
     parser.add_argument("--model-dir", required=True, help="folder written by nast train (models/M)")
     parser.add_argument("--base", default=None,
-                        help="the base model folder or checkpoint (a declared input of the DAG; the weights are read "
-                             "from params.model.checkpoint)")
+                        help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
+                             "default: params model.checkpoint)")
     parser.add_argument("--cohort", required=True, help="cohort.parquet (retrieval and AUROC on the test split)")
     parser.add_argument("--benchmark", required=True, help="benchmark.parquet (MCQ on the test split)")
     parser.add_argument("--contextual", required=True, help="contextual.parquet (claims on the test split)")
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
     from nast import tracking
-    from nast.models import load_model
+    from nast.models import base_params, load_model
     from nast.train.data import BENCHMARK_COLUMNS, CONTEXTUAL_COLUMNS
     from nast.train.trainer import load_trained
 
@@ -195,8 +195,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     io.require_columns(contextual, CONTEXTUAL_COLUMNS, args.contextual)
     if not Path(args.model_dir).is_dir():
         raise StageError(f"model folder not found: {args.model_dir}")
-    if args.base and not Path(args.base).exists():
-        raise StageError(f"base model not found: {args.base}")
+    params = {**params, "model": base_params(params["model"], args.base)}
 
     torch.manual_seed(int(params["evaluate"]["seed"]))
     vl = load_model(params["model"], device=params["model"].get("device", "auto"))

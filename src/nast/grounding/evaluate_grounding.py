@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="method name recorded in the JSON")
     parser.add_argument("--model-dir", required=True, help="folder written by nast train (models/M)")
     parser.add_argument("--base", default=None,
-                        help="the base model folder or checkpoint the method builds on (a declared input; "
-                             "the weights are read from params.model.checkpoint)")
+                        help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
+                             "default: params model.checkpoint)")
     parser.add_argument("--grounding", required=True, help="grounding.parquet (nast grounding-data)")
     parser.add_argument("--cf-dir", required=True, help="folder of its counterfactual/control PNGs")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/grounding/M.json")
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
 
     from nast import tracking
     from nast.evaluate.stage import _clean
-    from nast.models import load_model
+    from nast.models import base_params, load_model
     from nast.train.trainer import load_trained
 
     cfg = params["grounding"]
@@ -230,8 +230,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
         raise StageError(f"model folder not found: {args.model_dir}")
     if not Path(args.cf_dir).is_dir():
         raise StageError(f"counterfactual folder not found: {args.cf_dir}")
-    if args.base and not Path(args.base).exists():
-        raise StageError(f"base model not found: {args.base}")
+    params = {**params, "model": base_params(params["model"], args.base)}
     torch.manual_seed(int(params["evaluate"]["seed"]))
     torch.set_num_threads(int(cfg["num_threads"]))
     vl = load_model(params["model"], device=params["model"].get("device", "auto"))

@@ -9,6 +9,7 @@ causal tracing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +20,25 @@ from nast.models.base import VLModel, resolve_device
 
 FAMILIES = ("open_clip", "open_clip_hf", "hf_clip")
 
-__all__ = ["FAMILIES", "VLModel", "load_model", "resolve_device"]
+__all__ = ["FAMILIES", "VLModel", "base_params", "load_model", "resolve_device"]
+
+
+def base_params(model_params: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """``model_params`` with the checkpoint a stage's ``--base`` names (the DAG's declared input).
+
+    ``base`` is a checkpoint file or a folder holding one (the demo's ``models/base``: the file
+    named like ``model.checkpoint``'s, else ``checkpoint.pt``); None keeps ``model.checkpoint``.
+    A missing path is a :class:`StageError` naming it.
+    """
+    if not base:
+        return model_params
+    path = Path(base)
+    if path.is_dir():
+        named = Path(str(model_params.get("checkpoint") or "checkpoint.pt")).name
+        path = path / named if (path / named).is_file() else path / "checkpoint.pt"
+    if not path.is_file():
+        raise StageError(f"base model not found: {path} (--base {base})")
+    return {**model_params, "checkpoint": str(path)}
 
 
 def load_model(model_params: dict[str, Any], device: str | torch.device | None = None) -> VLModel:

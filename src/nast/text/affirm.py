@@ -220,6 +220,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="benchmark.parquet to write (a <stem>.summary.json is written next to it)")
     parser.add_argument("--quarantine", required=True, help="parquet of questions whose rewrite failed verification")
+    parser.add_argument("--report-dir", default="reports/validation",
+                        help="folder of the Great Expectations report SUITE.md/.json (default: reports/validation)")
     parser.epilog = ("Backend, seed and re-asks come from params affirm.* (template | openai); the phrasings "
                      "are the table nast/text/data/affirmative.csv.")
 
@@ -231,7 +233,7 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
     check_kept(STAGE, summary, params["affirm"].get("min_kept_fraction", 0.5), args.quarantine)
-    gate_table(out, "benchmark", expectations(["question", *[f"affirmative_{L}" for L in LETTERS]]))
+    gate_table(out, "benchmark", expectations(["question", *[f"affirmative_{L}" for L in LETTERS]]), args.report_dir)
     write_parquet(out, args.out)
     log.info("affirm (%s): %d questions kept, %d quarantined; %.1f%% of rewrites verified -> %s",
              summary["backend"], summary["rows_kept"], summary["rows_quarantined"],

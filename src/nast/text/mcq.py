@@ -478,14 +478,12 @@ def summary_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".summary.json")
 
 
-def gate_table(df: pl.DataFrame, suite: str, expectations: list[tuple[str, dict]]) -> None:
-    """Great Expectations gate through nast.validation (skipped with a warning if not installed yet)."""
-    try:
-        from nast.validation import gate
-    except ImportError:
-        log.warning("nast.validation not available; GX gate %s skipped", suite)
-        return
-    gate(df, suite, expectations)
+def gate_table(df: pl.DataFrame, suite: str, expectations: list[tuple[str, dict]],
+               report_dir: str | Path = "reports/validation") -> None:
+    """Great Expectations gate through nast.validation (report in ``report_dir/<suite>.md|.json``)."""
+    from nast.validation import gate
+
+    gate(df, suite, expectations, report_dir=report_dir)
 
 
 def expectations(text_cols: Sequence[str]) -> list[tuple[str, dict]]:
@@ -504,6 +502,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mcq.parquet to write (a <stem>.summary.json is written next to it)")
     parser.add_argument("--quarantine", required=True,
                         help="parquet of questions that failed verification or had bad input")
+    parser.add_argument("--report-dir", default="reports/validation",
+                        help="folder of the Great Expectations report SUITE.md/.json (default: reports/validation)")
     parser.epilog = ("Backend, seed and re-asks come from params mcq.* (template | openai); the openai backend "
                      "reads llm.* and the API key from the environment variable named by llm.api_key_env.")
 
@@ -516,7 +516,7 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
     check_kept(STAGE, summary, params["mcq"].get("min_kept_fraction", 0.5), args.quarantine)
-    gate_table(out, "mcq", expectations(text_cols))  # on empty tables too
+    gate_table(out, "mcq", expectations(text_cols), args.report_dir)  # on empty tables too
     write_parquet(out, args.out)
     log.info("mcq (%s): %d questions kept, %d quarantined; %.1f%% of options verified -> %s",
              summary["backend"], summary["rows_kept"], summary["rows_quarantined"],

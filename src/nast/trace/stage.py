@@ -76,6 +76,9 @@ def sample_pairs(pairs: pl.DataFrame, max_examples: int, seed: int) -> pl.DataFr
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True,
                         help="benchmark.parquet (negated_A..D, affirmative_A..D, correct)")
+    parser.add_argument("--base", default=None,
+                        help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
+                             "default: params model.checkpoint)")
     parser.add_argument("--out", required=True,
                         help="output folder (cte.parquet, layer_weights.csv, heatmap.png, layers.png, summary.json)")
     parser.add_argument("--split", default="train", help="benchmark split the probing pairs come from (default: train)")
@@ -87,11 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
-    from nast.models import load_model
+    from nast.models import base_params, load_model
     from nast.models.data import load_image
     from nast.trace.cte import aggregate, per_layer_example_cte, trace_pairs
     from nast.trace.plots import heatmap, layer_bars
 
+    params = {**params, "model": base_params(params["model"], args.base)}
     tp = params["trace"]
     t0 = time.perf_counter()
     torch.manual_seed(int(tp["seed"]))

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grounding", default=None,
                         help="grounding.parquet (nast grounding-data): its train-split counterfactual pairs; "
                              "required by the grounded methods (grounded, nast-grounded), read by no other")
+    parser.add_argument("--base", default=None,
+                        help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
+                             "default: params model.checkpoint)")
     parser.add_argument("--out", required=True, help="output model folder, e.g. models/nast")
     parser.add_argument("--stop-after-epoch", type=int, default=None,
                         help="testing: stop after this epoch as if killed (exit 3); rerun to resume")
@@ -61,7 +64,9 @@ def params_used(params: dict, seed: int) -> dict:
 def run(args: argparse.Namespace, params: dict) -> int:
     """One run per output folder: a second run targeting the same --out stops at once (io.output_lock)."""
     from nast.io import output_lock
+    from nast.models import base_params
 
+    params = {**params, "model": base_params(params["model"], args.base)}
     with output_lock(args.out, "training folder"):
         return _run(args, params)
 
