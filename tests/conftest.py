@@ -59,3 +59,42 @@ def openi_dev_csv() -> Path:
     """The Open-i development sample in ../shared (tests/shared_data.py: skipped when absent, failed
     when CI is set and ../shared/data/openi exists)."""
     return shared_data.require(shared_data.OPENI_DEV_CSV)
+
+
+# --- declared = read: every `nast <stage>` run of the suite records the params keys it read -----
+#: keys that change where runs are logged, never an output file: no stage declares them
+UNDECLARED_OK = ("tracking",)
+_RECORDS: dict[str, Path] = {}
+
+
+def pytest_configure(config):
+    import os
+    import tempfile
+
+    if "NAST_RECORD_PARAMS" not in os.environ:  # subprocesses (nast ..., snakemake, dvc) inherit it
+        folder = Path(tempfile.mkdtemp(prefix="nast-params-read-"))
+        os.environ["NAST_RECORD_PARAMS"] = str(folder)
+        _RECORDS["dir"] = folder
+
+
+def pytest_sessionfinish(session, exitstatus):
+    folder = _RECORDS.get("dir")
+    if folder is None:
+        return
+    from nast.codedeps import undeclared_reads
+
+    problems, runs = undeclared_reads(folder, Path(__file__).resolve().parents[1], UNDECLARED_OK)
+    _RECORDS["result"] = (problems, runs)
+    if problems and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    problems, runs = _RECORDS.get("result", ([], {}))
+    if runs:
+        terminalreporter.write_line(
+            "params read vs declared (PARAMS_KEYS): "
+            + ", ".join(f"{c} x{n}" for c, n in sorted(runs.items()))
+            + (" - all declared" if not problems else ""))
+    for line in problems:
+        terminalreporter.write_line(f"UNDECLARED PARAMS KEY: {line}", red=True)

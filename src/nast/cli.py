@@ -6,7 +6,9 @@ Each stage lives in its own module exposing::
     def run(args: argparse.Namespace, params: dict) -> int: ...
 
 Modules are imported only when their subcommand runs, so ``nast --help`` stays fast (no torch).
-Every subcommand takes ``--params`` (default ``params.yaml``), validated on load.
+Every subcommand takes ``--params`` (default ``params.yaml``), validated on load. With
+``NAST_RECORD_PARAMS=DIR`` each run writes the params keys the stage read to ``DIR/*.json`` (the
+test suite checks them against the keys each stage declares, ``PARAMS_KEYS``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import time
+from pathlib import Path
 
 #: subcommand -> (module, one-line help). Order = DAG order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -82,15 +87,31 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = _stage_parser(name)
     args = parser.parse_args(rest)
 
-    from nast.config import ConfigError, load_params
+    from nast.config import ConfigError, RecordingParams, load_params
     from nast.errors import StageError
 
+    record = os.environ.get("NAST_RECORD_PARAMS")
+    params = None
     try:
         params = load_params(args.params)
+        if record:
+            params = RecordingParams(params)
         return int(module.run(args, params) or 0)
     except (ConfigError, StageError) as exc:
         print(f"nast {name}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if record and isinstance(params, RecordingParams):
+            _write_record(Path(record), name, rest, sorted(params.sink))
+
+
+def _write_record(folder: Path, command: str, argv: list[str], keys: list[str]) -> None:
+    """NAST_RECORD_PARAMS: one JSON file per run with the params keys the stage read."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{command}-{os.getpid()}-{time.time_ns()}.json"
+    path.write_text(json.dumps({"command": command, "argv": argv, "keys": keys}))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,10 @@ exactly the stages whose code changed, in both DAGs. Nothing is hand-listed:
   ``configs/`` folders: the params schema, the reader's rule tables, the tiny model configs) are
   included with the package.
 
+The params keys a stage reads are declared once, in its module (``PARAMS_KEYS``, and for train
+``PARAMS_KEYS_BY_METHOD``); :func:`declared_params` reads them the same way (the literal, without
+importing the module), for the rules and so for the generated dvc.yaml.
+
 ``python -m nast.codedeps [COMMAND...]`` prints the files per command.
 """
 
@@ -134,6 +138,58 @@ def code_deps(command: str, root: str | Path | None = None) -> list[str]:
         )
     files = set(module_closure("nast.cli", pkg)) | set(module_closure(command_module(command), pkg))
     return sorted(str(p.relative_to(root)) for p in files)
+
+
+def _literal(path: Path, name: str):
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            return ast.literal_eval(node.value)
+    return None
+
+
+def declared_params(command: str, method: str | None = None, root: str | Path | None = None) -> list[str]:
+    """The params.yaml keys ``nast <command>`` declares it reads (its module's ``PARAMS_KEYS``, plus
+    ``PARAMS_KEYS_BY_METHOD[method]`` where the module has one; ``method`` "sweep" for the beta sweep),
+    read from the source of the repository at ``root`` (default: the current directory)."""
+    root = Path(root or Path.cwd()).resolve()
+    path = _module_file(command_module(command), root / "src" / PACKAGE)
+    if path is None:
+        raise ValueError(f"nast.codedeps: no module for nast {command} under {root / 'src'}")
+    keys = _literal(path, "PARAMS_KEYS")
+    if keys is None:
+        raise ValueError(f"{path}: no PARAMS_KEYS (the params keys the stage reads)")
+    extra = (_literal(path, "PARAMS_KEYS_BY_METHOD") or {}).get(method, ()) if method else ()
+    return [*keys, *extra]
+
+
+def undeclared_reads(folder: str | Path, root: str | Path, exempt: tuple[str, ...] = ("tracking",)
+                     ) -> tuple[list[str], dict[str, int]]:
+    """Keys each recorded run read (``NAST_RECORD_PARAMS`` records in ``folder``) that its stage does
+    not declare; and the number of runs checked per command. Commands without ``PARAMS_KEYS`` (tools
+    outside the DAG: extract-claims, label, mednega) are not checked; ``exempt`` sections never are."""
+    import json
+
+    from nast.config import covered
+
+    root = Path(root)
+    problems, runs = [], {}
+    for rec_path in sorted(Path(folder).glob("*.json")):
+        rec = json.loads(rec_path.read_text())
+        command, argv = rec["command"], rec["argv"]
+        module = _module_file(command_module(command), root / "src" / PACKAGE)
+        if module is None or _literal(module, "PARAMS_KEYS") is None:
+            continue
+        method = None
+        if command == "train":
+            method = "sweep" if "--beta" in argv else argv[argv.index("--method") + 1] if "--method" in argv else None
+        declared = declared_params(command, method, root)
+        runs[command] = runs.get(command, 0) + 1
+        for key in rec["keys"]:
+            if not covered(key, declared) and key.split(".")[0] not in exempt:
+                problems.append(f"nast {command} {' '.join(argv[:4])}...: read {key!r}, declares {declared}")
+    return sorted(set(problems)), runs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,3 +85,71 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
         return params[name]
     except KeyError:
         raise ConfigError(f"{params_file()}: missing section '{name}'") from None
+
+
+class RecordingParams(dict):
+    """The validated params, remembering every key read (as dotted paths) in a shared set.
+
+    ``params["train"]["epochs"]`` records ``train`` and ``train.epochs``; ``.get`` and ``in`` record the
+    key asked for; ``.items()`` / ``.values()`` (a whole section serialised, hashed or flattened)
+    record every key of that section. Copies by ``{**params}`` keep the same recorders. Used by
+    ``nast`` when ``NAST_RECORD_PARAMS`` names a folder (:func:`nast.cli.main`) so the test suite
+    can check that each stage reads only the keys its DAG rule declares.
+    """
+
+    def __init__(self, data: dict[str, Any], sink: set[str] | None = None, prefix: str = ""):
+        self.sink = set() if sink is None else sink
+        self.prefix = prefix
+        super().__init__({k: self._wrap(k, v) for k, v in data.items()})
+
+    def _wrap(self, key, value):
+        return RecordingParams(value, self.sink, f"{self.prefix}{key}.") if isinstance(value, dict) else value
+
+    def _note(self, key) -> None:
+        self.sink.add(f"{self.prefix}{key}")
+
+    def __getitem__(self, key):
+        self._note(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self._note(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self._note(key)
+        return super().__contains__(key)
+
+    def _note_all(self) -> None:
+        for key in dict.keys(self):
+            self._note(key)
+            value = dict.__getitem__(self, key)
+            if isinstance(value, RecordingParams):
+                value._note_all()
+
+    def items(self):
+        self._note_all()
+        return super().items()
+
+    def values(self):
+        self._note_all()
+        return super().values()
+
+    def copy(self):
+        return RecordingParams(dict(dict.items(self)), self.sink, self.prefix)
+
+    def __reduce__(self):  # pickled (worker processes): a plain dict, reads there are not recorded
+        return (dict, (plain_params(self),))
+
+
+def plain_params(params: Any) -> Any:
+    """A plain-dict copy of (possibly recording) params, nothing recorded."""
+    if isinstance(params, dict):
+        return {k: plain_params(dict.__getitem__(params, k)) for k in dict.keys(params)}
+    return params
+
+
+def covered(key: str, declared: list[str] | tuple[str, ...]) -> bool:
+    """Whether reading ``key`` is covered by the declared keys: the key itself, a key inside a
+    declared section, or a section on the way to a declared dotted key."""
+    return any(key == d or key.startswith(d + ".") or d.startswith(key + ".") for d in declared)

@@ -47,6 +47,10 @@ from nast.errors import StageError
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("permutations", "data.allow_empty")
+
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 OPTION_COLUMNS: tuple[str, ...] = tuple(f"option_{x}" for x in LETTERS)
 FRONTAL_ORDER: dict[str, int] = {"PA": 0, "AP": 1}

@@ -40,6 +40,10 @@ from nast.errors import StageError
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("evaluate.bootstrap", "evaluate.seed", "data.source")
+
 ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded", "nast-grounded")
 HEADLINE = ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "claim_acc", "retrieval_r5")
 BETA_RE = re.compile(r"^nast-beta(?P<beta>[0-9.]+)$")

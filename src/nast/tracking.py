@@ -41,6 +41,15 @@ SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
 RUN_SECTIONS = ("data", "model", "train", "nast", "evaluate", "trace", "contextual", "permutations")
 
 
+def _unrecorded(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as plain dicts: MLflow gets the whole validated config (the pipeline run's key,
+    each run's params), which changes where runs are logged but no output file, so these reads are
+    not a stage's params dependency (nast.config.RecordingParams does not see them)."""
+    from nast.config import plain_params
+
+    return plain_params(params)
+
+
 def enabled() -> bool:
     return os.environ.get("NAST_TRACKING", "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -254,6 +263,7 @@ def log_method(
     """Log one stage's results into the method's run. Never raises (tracking is best effort)."""
     if not enabled():
         return None
+    params = _unrecorded(params)
     try:
         from mlflow.entities import Metric
 
@@ -286,6 +296,7 @@ def log_pipeline_artifacts(
     """Tables, plots and the CTE heatmap go to the pipeline (parent) run."""
     if not enabled():
         return None
+    params = _unrecorded(params)
     try:
         client = _client(params)
         exp_id = _experiment_id(client, params)

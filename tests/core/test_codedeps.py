@@ -59,3 +59,40 @@ def test_code_deps_names_a_missing_package(tmp_path):
         code_deps("ingest", tmp_path)
     with pytest.raises(ValueError, match="unknown nast command"):
         code_deps("no-such-stage", ROOT)
+
+
+def test_recording_params_sees_what_a_stage_reads():
+    from nast.config import RecordingParams, covered, plain_params
+
+    rec = RecordingParams({"train": {"epochs": 2, "lr": 0.1}, "nast": {"beta": 1.0, "scale": "lr"}, "data": {}})
+    copy = {**rec, "model": {"name": "m"}}            # a stage's {**params, ...} keeps the recorders
+    assert copy["train"]["epochs"] == 2
+    rec["data"].get("allow_empty", False)
+    assert "lr" in rec["train"]
+    list(rec["nast"].items())                          # a whole section serialised
+    assert rec.sink == {"train", "train.epochs", "data", "data.allow_empty", "train.lr", "nast", "nast.beta",
+                        "nast.scale"}
+    assert plain_params(rec) == {"train": {"epochs": 2, "lr": 0.1}, "nast": {"beta": 1.0, "scale": "lr"},
+                                 "data": {}} and type(plain_params(rec)["train"]) is dict
+    assert covered("train.epochs", ["train"]) and covered("evaluate", ["evaluate.seed"])
+    assert not covered("nast.beta", ["nast.scale", "train"]) and not covered("trainx", ["train"])
+
+
+def test_undeclared_reads_names_the_stage_and_the_key(tmp_path):
+    import json
+
+    from nast.codedeps import undeclared_reads
+
+    def record(command, argv, keys):
+        (tmp_path / f"{command}-{len(list(tmp_path.iterdir()))}.json").write_text(
+            json.dumps({"command": command, "argv": argv, "keys": keys}))
+
+    record("mcq", ["--permutations", "p.parquet"], ["mcq", "mcq.seed", "llm.model", "tracking.tracking_uri"])
+    record("train", ["--method", "lora_uniform"], ["train.epochs", "nast.beta"])
+    record("train", ["--method", "nast", "--beta", "2"], ["nast.scale", "nast.beta"])
+    record("label", ["x.csv"], ["trace.seed"])       # a tool outside the DAG: not checked
+    problems, runs = undeclared_reads(tmp_path, ROOT)
+    assert runs == {"mcq": 1, "train": 2}
+    assert len(problems) == 2
+    assert any(p.startswith("nast train --method lora_uniform...: read 'nast.beta'") for p in problems)
+    assert any(p.startswith("nast train --method nast --beta 2...: read 'nast.beta'") for p in problems)  # sweep

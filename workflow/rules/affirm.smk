@@ -12,7 +12,7 @@ rule affirm:
     params:
         file=PARAMS,
         report_dir=VALIDATION,
-        cfg=cfg_params("affirm", "llm"),
+        cfg=cfg_params(*declared("affirm")),
     log:
         f"{LOGS}/affirm.log",
     benchmark:

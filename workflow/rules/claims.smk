@@ -11,7 +11,7 @@ rule claims:
     params:
         file=PARAMS,
         report_dir=VALIDATION,
-        cfg=cfg_params("claims"),
+        cfg=cfg_params(*declared("claims")),
     log:
         f"{LOGS}/claims.log",
     benchmark:

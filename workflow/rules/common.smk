@@ -10,6 +10,7 @@ import os
 import yaml
 
 from nast.codedeps import code_deps as _code_deps
+from nast.codedeps import declared_params as _declared_params
 
 DEMO = config["data"]["source"] == "demo"
 DATA_ROOT = config["data"]["root"]
@@ -42,6 +43,11 @@ def code(command):
     """The src/nast files `nast <command>` runs (its import closure, nast.codedeps): inputs of the
     rule, so a code change reruns exactly the stages that run that code (dvc.yaml lists the same)."""
     return _code_deps(command, workflow.basedir)
+
+
+def declared(command, method=None):
+    """The params keys `nast <command>` declares it reads (PARAMS_KEYS in its module)."""
+    return _declared_params(command, method, workflow.basedir)
 
 
 def quarantine(stage):
@@ -141,15 +147,9 @@ def cfg_params(*keys):
 
 
 def train_keys(method):
-    """params.yaml keys a training job depends on: only the nast method reads nast.beta,
-    nast.scale and nast.normalize; the sweep (method None) passes --beta on the command line and
-    reads nast.scale and nast.normalize."""
-    keys = ["train", "model"]
-    if method in ("nast", "nast-grounded"):
-        keys += ["nast.beta", "nast.scale", "nast.normalize"]
-    elif method is None:
-        keys += ["nast.scale", "nast.normalize"]
-    return keys
+    """params.yaml keys a training job reads (train/stage.py PARAMS_KEYS + PARAMS_KEYS_BY_METHOD);
+    the beta sweep (method None) passes --beta on the command line."""
+    return declared("train", "sweep" if method is None else method)
 
 
 _S = config["slurm"]

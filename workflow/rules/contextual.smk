@@ -12,7 +12,7 @@ rule contextual:
     params:
         file=PARAMS,
         report_dir=VALIDATION,
-        cfg=cfg_params("contextual"),
+        cfg=cfg_params(*declared("contextual")),
     log:
         f"{LOGS}/contextual.log",
     benchmark:

@@ -8,7 +8,7 @@ if DEMO:
             directory(DATA_ROOT),
         params:
             file=PARAMS,
-            cfg=cfg_params("demo"),
+            cfg=cfg_params(*declared("demo-data")),
         log:
             f"{LOGS}/demo_data.log",
         benchmark:

@@ -17,7 +17,7 @@ rule evaluate:
         ),
     params:
         file=PARAMS,
-        cfg=cfg_params("evaluate", "model"),
+        cfg=cfg_params(*declared("evaluate")),
     log:
         f"{LOGS}/evaluate/{{method}}.log",
     benchmark:
@@ -48,7 +48,7 @@ rule evaluate_sweep:
         ),
     params:
         file=PARAMS,
-        cfg=cfg_params("evaluate", "model"),
+        cfg=cfg_params(*declared("evaluate")),
     log:
         f"{LOGS}/evaluate/nast-beta{{beta}}.log",
     benchmark:

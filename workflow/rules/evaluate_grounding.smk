@@ -13,7 +13,7 @@ rule evaluate_grounding:
         maps=f"{GROUNDING_DIR}/{{method}}.npz",
     params:
         file=PARAMS,
-        cfg=cfg_params("grounding", "evaluate", "model"),
+        cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/{{method}}.log",
     benchmark:
@@ -39,7 +39,7 @@ rule evaluate_grounding_sweep:
         maps=f"{GROUNDING_DIR}/nast-beta{{beta}}.npz",
     params:
         file=PARAMS,
-        cfg=cfg_params("grounding", "evaluate", "model"),
+        cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/nast-beta{{beta}}.log",
     benchmark:

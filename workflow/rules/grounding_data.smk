@@ -14,10 +14,7 @@ rule grounding_data:
         gate_md=f"{VALIDATION}/grounding.md",
     params:
         file=PARAMS,
-        cfg=cfg_params(
-            "grounding.box_format", "grounding.lung_fields", "grounding.inpaint_margin",
-            "grounding.inpaint_max_side", "grounding.seed",
-        ),
+        cfg=cfg_params(*declared("grounding-data")),
         box_format=config["grounding"]["box_format"],
         boxes=grounding_boxes(),
         root=DATA_ROOT,

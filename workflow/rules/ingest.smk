@@ -12,7 +12,7 @@ rule ingest:
     params:
         file=PARAMS,
         report_dir=VALIDATION,
-        cfg=cfg_params("data"),
+        cfg=cfg_params(*declared("ingest")),
         source=config["data"]["source"],
     log:
         f"{LOGS}/ingest.log",

@@ -12,7 +12,7 @@ rule mcq:
     params:
         file=PARAMS,
         report_dir=VALIDATION,
-        cfg=cfg_params("mcq", "llm"),
+        cfg=cfg_params(*declared("mcq")),
     log:
         f"{LOGS}/mcq.log",
     benchmark:

@@ -12,7 +12,7 @@ rule permutations:
     params:
         file=PARAMS,
         report_dir=VALIDATION,
-        cfg=cfg_params("permutations"),
+        cfg=cfg_params(*declared("permutations")),
     log:
         f"{LOGS}/permutations.log",
     benchmark:

@@ -10,7 +10,7 @@ if DEMO:
             directory(BASE_DIR),
         params:
             file=PARAMS,
-            cfg=cfg_params("pretrain", "model"),
+            cfg=cfg_params(*declared("pretrain-base")),
         log:
             f"{LOGS}/pretrain_base.log",
         benchmark:

@@ -23,7 +23,7 @@ rule report:
         ),
     params:
         file=PARAMS,
-        cfg=cfg_params("evaluate.bootstrap", "evaluate.seed", "data.source"),
+        cfg=cfg_params(*declared("report")),
         eval_dir=lambda wc, input: os.path.dirname(input.evals[0]),
         models_dir=lambda wc, input: os.path.dirname(input.models[0]),
         cte_dir=CTE_DIR,

@@ -19,7 +19,7 @@ rule trace:
         quarantine=f"{CTE_DIR}/quarantine.parquet",
     params:
         file=PARAMS,
-        cfg=cfg_params("trace", "model"),
+        cfg=cfg_params(*declared("trace")),
         out=lambda wc, output: os.path.dirname(output.cte),
     log:
         f"{LOGS}/trace.log",

@@ -18,6 +18,10 @@ from nast.errors import StageError
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("demo", "data.source")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (

@@ -39,6 +39,10 @@ from nast.evaluate import metrics as M
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("evaluate", "model", "data.allow_empty")
+
 COHORT_COLUMNS = ("dicom_id", "study_id", "split", "image_path", "findings", "impression", *CONDITIONS)
 
 

@@ -46,6 +46,10 @@ from nast.grounding.texts import PAIR_COLUMNS, phrasing
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("grounding", "evaluate", "model", "data.allow_empty")
+
 TABLE_COLUMNS = PAIR_COLUMNS
 
 

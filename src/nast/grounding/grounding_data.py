@@ -43,6 +43,11 @@ from nast.grounding import edits as E
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("grounding.box_format", "grounding.lung_fields", "grounding.inpaint_margin",
+               "grounding.inpaint_max_side", "grounding.seed", "data.allow_empty")
+
 STAGE = "grounding_data"
 COHORT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split", "view", "image_path")
 

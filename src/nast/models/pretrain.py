@@ -50,6 +50,10 @@ from nast.io import read_table, require_columns, write_json, write_text
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("pretrain", "model", "data.allow_empty")
+
 COLUMNS = ("dicom_id", "split", "image_path", "findings", "impression")
 
 

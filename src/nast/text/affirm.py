@@ -64,6 +64,10 @@ from nast.text.mcq import (
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("affirm", "llm", "data.source", "data.allow_empty")
+
 STAGE = "affirm"
 MCQ_COLUMNS = PERMUTATION_COLUMNS + ["question", *[f"negated_{L}" for L in LETTERS], "mcq_backend", "verified"]
 

@@ -26,6 +26,10 @@ from nast.text.screen import DEFAULT_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("claims", "data.allow_empty")
+
 STUDY_COLUMNS = ["study_id", "subject_id", "split"]
 OUTPUT_COLUMNS = ["id", "study_id", "subject_id", "split", "finding", "polarity", "location", "severity", "evidence"]
 

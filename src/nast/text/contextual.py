@@ -48,6 +48,10 @@ from nast.io import quarantine_frame, read_table, reconcile, require_columns, wr
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("contextual", "data.allow_empty")
+
 STAGE = "contextual"
 FRONTAL_ORDER: dict[str, int] = {"PA": 0, "AP": 1}
 FOIL_TYPES = ("polarity", "laterality", "severity")

@@ -50,6 +50,10 @@ from nast.text import templates as T
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("mcq", "llm", "data.source", "data.allow_empty")
+
 STAGE = "mcq"
 LETTERS = ("A", "B", "C", "D")
 PERMUTATION_COLUMNS = ["subject_id", "study_id", "dicom_id", "image_path", "split", "conditions",

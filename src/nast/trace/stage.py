@@ -31,6 +31,10 @@ from nast.io import quarantine_frame, read_table, reconcile, require_columns, wr
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("trace", "model", "data.allow_empty")
+
 LETTERS = ("A", "B", "C", "D")
 COLUMNS = ("study_id", "image_path", "split", "correct",
            *(f"negated_{x}" for x in LETTERS), *(f"affirmative_{x}" for x in LETTERS))

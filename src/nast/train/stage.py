@@ -31,6 +31,17 @@ from nast.train.methods import METHODS, resolve_method
 
 log = logging.getLogger(__name__)
 
+#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
+#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
+PARAMS_KEYS = ("train", "model", "data.allow_empty")
+#: read besides PARAMS_KEYS by the methods that scale LoRA per layer by alpha_l^beta; the beta sweep
+#: (--beta on the command line, key "sweep") reads all but nast.beta
+PARAMS_KEYS_BY_METHOD = {
+    "nast": ("nast.beta", "nast.scale", "nast.normalize"),
+    "nast-grounded": ("nast.beta", "nast.scale", "nast.normalize"),
+    "sweep": ("nast.scale", "nast.normalize"),
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=METHODS, help="method to train")
@@ -56,9 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="testing: stop after this epoch as if killed (exit 3); rerun to resume")
 
 
-def params_used(params: dict, seed: int) -> dict:
-    return {"data": {"source": params["data"]["source"]}, "model": params["model"], "train": params["train"],
-            "nast": params["nast"], "seed": seed}
+def keys_method(method: str, beta: str | None) -> str:
+    """The PARAMS_KEYS_BY_METHOD key of a run: "sweep" when --beta is given, else the method."""
+    return "sweep" if beta is not None else method
+
+
+def params_used(params: dict, seed: int, method: str | None = None) -> dict:
+    """The params the method's weights depend on: model, train and (only for the per-layer scaled
+    methods) the nast keys it declares (PARAMS_KEYS_BY_METHOD), plus the seed."""
+    nast_keys = PARAMS_KEYS_BY_METHOD.get(method or "", ())
+    nast = {k.split(".", 1)[1]: params["nast"][k.split(".", 1)[1]] for k in nast_keys}
+    return {"model": params["model"], "train": params["train"], **({"nast": nast} if nast else {}), "seed": seed}
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
@@ -96,7 +115,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     manifest = {"method": spec.name, "base_method": spec.base, "trained": spec.train, "seed": seed,
                 "epochs": int(tp["epochs"]) if spec.train else 0, "base": params["model"]}
     if not spec.train:
-        io.write_json(params_used(params, seed), out / "params_used.json")
+        io.write_json(params_used(params, seed, keys_method(args.method, args.beta)), out / "params_used.json")
         io.write_json({**manifest, "files": ["params_used.json"]}, out / "manifest.json")
         log.info("%s: no training; wrote the base reference to %s", spec.name, out)
         tracking.log_method(params, spec.name, stage="train", inputs=inputs, artifacts=[out / "manifest.json"])
@@ -125,8 +144,9 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     scales = (trainer.layer_scales(lw, n_layers, spec.beta, source=str(args.layer_weights))
               if lw is not None and spec.beta != 0 else [1.0] * n_layers)
     if spec.beta != 0:
-        scales = trainer.normalize_scales(scales, str(params["nast"].get("normalize", "none")))
-    scale_mode = params["nast"].get("scale", "grad")
+        scales = trainer.normalize_scales(scales, str(params["nast"]["normalize"]))
+    # uniform methods: all scales 1, so the mode changes nothing; it is read only where it matters
+    scale_mode = str(params["nast"]["scale"]) if spec.beta != 0 else "lr"
     log.info("%s: %d caption groups (train; %d single claims + %d composite), %d trainable tensors, "
              "adapters on %d modules, layer scales %s",
              spec.name, groups.height, n_single, groups.height - n_single,
@@ -194,7 +214,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         trainer.copy_file(args.layer_weights, out / "layer_weights.csv")
         files.append("layer_weights.csv")
     io.write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
-    io.write_json(params_used(params, seed), out / "params_used.json")
+    io.write_json(params_used(params, seed, keys_method(args.method, args.beta)), out / "params_used.json")
     # same precision as curve.csv: the last float digits depend on the CPU thread count
     final = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in (curve[-1] if curve else {}).items()}
     io.write_json({**manifest, "files": files, "final": final}, out / "manifest.json")
