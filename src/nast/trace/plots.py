@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from nast.io import atomic_write
+
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None})
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png", metadata={"Software": None})
+    return Path(path)
 
 
 def heatmap(table: pl.DataFrame, path: str | Path, title: str = "") -> Path:
