@@ -166,6 +166,22 @@ def test_location_and_severity_are_normalised(nlp, text, finding, location, seve
         ("Left lower lobe atelectasis. Small effusion.", {"Atelectasis": "left", "Pleural Effusion": None}),
         ("Left lower lobe atelectasis, the heart is normal, small effusion.", {"Pleural Effusion": None}),
         ("Left effusion, stable calcified granuloma and nodule.", {"Pleural Effusion": "left", "Lung Lesion": None}),
+        # issue 17: a side word ConText cannot attach (a coordination or "there is" in between)
+        ("Chronic right upper lobe scarring and atelectasis.", {"Atelectasis": "right"}),
+        ("In the right lower lobe there is airspace disease compatible with pneumonia.",
+         {"Lung Opacity": "right", "Pneumonia": "right"}),
+        ("Bilateral rib deformities compatible with healed fractures.", {"Fracture": "bilateral"}),
+        # ... a location phrase after the finding, also back along a coordination
+        ("Minimal atelectasis or scarring in the right lung base.", {"Atelectasis": "right"}),
+        ("Healed fracture, left mid clavicle.", {"Fracture": "left"}),
+        ("Old rib fractures and pleural thickening are seen on the left.",
+         {"Fracture": "left", "Pleural Other": "left"}),
+        ("Streaky atelectasis / airspace disease within the left lung base.",
+         {"Atelectasis": "left", "Lung Opacity": "left"}),
+        # ... but not the side word of a later finding
+        ("Effusion, left lower lobe consolidation.", {"Pleural Effusion": None, "Consolidation": "left"}),
+        # "right greater than left" is both sides
+        ("Right greater than left basilar opacities.", {"Lung Opacity": "bilateral"}),
     ],
 )
 def test_a_side_travels_along_a_link(nlp, text, expected):
