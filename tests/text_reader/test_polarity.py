@@ -62,6 +62,10 @@ CASES = [
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
     ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    # issue 17: Open-i's XXXX hides the device word; its tip or a cardiac generator still names it
+    ("The right chest XXXX is seen with its tip in the low SVC.", {"Support Devices": "present"}),
+    ("Dual-XXXX cardiac XXXX in stable position.", {"Support Devices": "present"}),
+    ("Vague opacity near the scapular tip.", {"Support Devices": None}),
     ("Curvilinear densities over the heart, coronary artery stents.", {"Lung Opacity": None}),
     ("Nodular densities projecting over right anterior fifth and sixth ribs.", {"Lung Opacity": None}),
     ("Patchy density in the right lower lobe.", {"Lung Opacity": "present"}),
