@@ -62,6 +62,10 @@ CASES = [
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
     ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    # issue 17: "no X seen," ends the negation's scope; "lungs are clear airspace disease" (a dropped "of")
+    ("No consolidation, no effusion seen, small calcified nodule in the right lung.",
+     {"Consolidation": "absent", "Pleural Effusion": "absent", "Lung Lesion": "present"}),
+    ("Lungs are well expanded and clear focal airspace disease.", {"Lung Opacity": "absent"}),
     # issue 17: Open-i's XXXX hides the device word; its tip or a cardiac generator still names it
     ("The right chest XXXX is seen with its tip in the low SVC.", {"Support Devices": "present"}),
     ("Dual-XXXX cardiac XXXX in stable position.", {"Support Devices": "present"}),
