@@ -61,7 +61,7 @@ Method
      right"); "left greater than right" is bilateral.
 5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
    absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` puts
-   uncertain first by default, :mod:`nast.text.label`).
+   positive first as well by default, as the CheXpert labeler does, :mod:`nast.text.label`).
 
 One ``nlp`` object per process (``get_nlp()`` is cached); ``medspacy.load(medspacy_enable=[...])`` builds a blank
 English pipeline, nothing is downloaded.
