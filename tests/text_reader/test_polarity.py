@@ -62,6 +62,9 @@ CASES = [
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
     ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    # issue 17: a mass-like opacity is a lesion and an opacity; CheXpert's "carcinoma" is a lesion
+    ("A rounded mass-like opacity in the right lung.", {"Lung Lesion": "present", "Lung Opacity": "present"}),
+    ("Right upper lobe carcinoma.", {"Lung Lesion": "present"}),
     # issue 17: "no X seen," ends the negation's scope; "lungs are clear airspace disease" (a dropped "of")
     ("No consolidation, no effusion seen, small calcified nodule in the right lung.",
      {"Consolidation": "absent", "Pleural Effusion": "absent", "Lung Lesion": "present"}),
@@ -208,6 +211,8 @@ def test_a_side_travels_along_a_link(nlp, text, expected):
         ("Left effusion, possibly also a small right effusion.", "Pleural Effusion", "uncertain"),
         # a seen opacity is present whatever it may represent
         ("Small right juxtahilar opacity may represent infiltrate.", "Lung Opacity", "positive"),
+        # ... and so is a seen nodule or mass (issue 17)
+        ("Right upper lobe nodule which may represent a metastasis.", "Lung Lesion", "positive"),
         # the rule is per sentence
         ("Small left effusion. Possible right effusion.", "Pleural Effusion", {"positive", "uncertain"}),
     ],

@@ -45,8 +45,8 @@ Method
    - one polarity per finding and sentence: a hedged mention makes the positive mentions of the
      same finding in its sentence uncertain ("blunting of the right costophrenic sulcus could be
      secondary to a small effusion versus scarring" is an uncertain effusion, not also a positive
-     one); for the descriptive Lung Opacity the seen opacity wins instead ("opacity, may represent
-     infiltrate" is a present opacity);
+     one); for the descriptive Lung Opacity and Lung Lesion the seen opacity or nodule wins instead
+     ("opacity, may represent infiltrate" is a present opacity);
    - a side travels along a link: a lateral finding with no side word of its own takes the side of
      the mention just before it in the sentence when only a coordination or a link ("consistent
      with", "compatible with", "may represent", "due to"...) lies between them ("left lower lobe
@@ -293,8 +293,9 @@ def _location(laterality: str | None, zone: str | None) -> str | None:
 
 #: Descriptive findings: what is seen is present whatever it may represent, so within a sentence a
 #: positive mention makes the hedged ones positive ("right basilar opacity may represent
-#: infiltrate" is a present Lung Opacity). For every other finding a hedge wins in its sentence.
-OBSERVATION_FINDINGS = frozenset({"Lung Opacity"})
+#: infiltrate" is a present Lung Opacity, "a nodule which may represent a metastasis" a present
+#: Lung Lesion). For every other finding a hedge wins in its sentence.
+OBSERVATION_FINDINGS = frozenset({"Lung Opacity", "Lung Lesion"})
 #: Findings that have a side: a side word can be carried to them along a link (below).
 LATERAL_FINDINGS = frozenset({
     "Atelectasis", "Consolidation", "Edema", "Fracture", "Lung Lesion", "Lung Opacity", "Pleural Effusion",
