@@ -393,18 +393,21 @@ def _resolve_sides(doc, recs: list[dict]) -> None:
       the right").
     """
     sents: dict[int, list[int]] = {}
+    todo: set[int] = set()
     for k, r in enumerate(recs):
         if not r["lookalike"]:
             sents.setdefault(r["sent"], []).append(k)
+            if "LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS:
+                todo.add(r["sent"])
+    if not todo:
+        return
     text = doc.text
-    for sent_start, ks in sents.items():
-        if not any("LATERALITY" not in recs[k]["attrs"] and set(recs[k]["findings"]) <= LATERAL_FINDINGS
-                   for k in ks):
-            continue
+    all_spans = [(r["ent"].start_char, r["ent"].end_char) for r in recs]  # look-alikes too
+    for sent_start in todo:
+        ks = sents[sent_start]
         sent = recs[ks[0]]["ent"].sent
         lo, hi = sent.start_char, sent.end_char
-        spans = [(r["ent"].start_char, r["ent"].end_char) for r in recs
-                 if r["ent"].start_char >= lo and r["ent"].end_char <= hi]
+        spans = [(a, b) for a, b in all_spans if a >= lo and b <= hi]
         words = [(m.start() + lo, m.end() + lo, _side_of(m.group(0))) for m in _SIDE_TEXT.finditer(text[lo:hi])
                  if not _NOT_A_SIDE.match(text, m.end() + lo)
                  and not any(a <= m.start() + lo < b for a, b in spans)]
