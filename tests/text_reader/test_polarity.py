@@ -191,6 +191,10 @@ def test_location_and_severity_are_normalised(nlp, text, finding, location, seve
          {"Atelectasis": "left", "Lung Opacity": "left"}),
         # ... but not the side word of a later finding
         ("Effusion, left lower lobe consolidation.", {"Pleural Effusion": None, "Consolidation": "left"}),
+        # "lung bases" after the finding, and "basilar" with no side word anywhere in the sentence, are both sides
+        ("Minimal atelectasis or scarring in the lung bases.", {"Atelectasis": "bilateral"}),
+        ("Mild basilar atelectasis.", {"Atelectasis": "bilateral"}),
+        ("Mild basilar atelectasis, more on the left.", {"Atelectasis": "left"}),
         # "right greater than left" is both sides
         ("Right greater than left basilar opacities.", {"Lung Opacity": "bilateral"}),
     ],

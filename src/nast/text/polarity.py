@@ -58,7 +58,8 @@ Method
      lobe scar and atelectasis", "in the left lower lobe there is airspace disease"), a location
      phrase after it ("atelectasis or scar in the left lung base", "old fracture, right clavicle"),
      and back along a coordination from such a phrase ("fractures and pleural thickening on the
-     right"); "left greater than right" is bilateral.
+     right"); "left greater than right" is bilateral, and so is "basilar" in a sentence without any
+     side word ("mild basilar atelectasis": both bases).
 5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
    absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` puts
    positive first as well by default, as the CheXpert labeler does, :mod:`nast.text.label`).
@@ -353,7 +354,7 @@ def side_link(gap: str, side: str) -> bool:
 _SIDE_TEXT = re.compile(
     r"\b(?:(?:left|right)(?:[- ]sided)?(?:\s+(?:(?:slightly|much|somewhat)\s+)?(?:greater|worse|more|larger|"
     r"more prominent)\s+(?:than|on the \w+ than)\s+(?:the\s+|on the\s+)?(?:left|right))?|bilateral(?:ly)?|both|"
-    r"bibasilar|bibasal|bibasally|biapical)\b", re.I)
+    r"bibasilar|bibasal|bibasally|biapical|(?:lung )?bases|(?:lung )?apices)\b", re.I)
 #: A side word followed by one of these names a heart chamber or an airway, not the side of a finding
 #: ("tip in the right atrium", "right mainstem bronchus").
 _NOT_A_SIDE = re.compile(r"\s+(?:atri|ventric|heart|mainstem|main stem|paratracheal|paraspinal)", re.I)
@@ -412,6 +413,11 @@ def _resolve_sides(doc, recs: list[dict]) -> None:
                  if not _NOT_A_SIDE.match(text, m.end() + lo)
                  and not any(a <= m.start() + lo < b for a, b in spans)]
         if not words:
+            for k in ks:  # "basilar atelectasis" with no side word in the sentence: both bases
+                r = recs[k]
+                if "LATERALITY" not in r["attrs"] and r["attrs"].get("ZONE") == "basilar" and \
+                        set(r["findings"]) <= LATERAL_FINDINGS:
+                    r["attrs"]["LATERALITY"] = "bilateral"
             continue
         for k in ks:
             r = recs[k]
