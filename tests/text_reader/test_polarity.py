@@ -62,6 +62,10 @@ CASES = [
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
     ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    # issue 17: CheXpert's Edema mentions "heart failure", "chf", "indistinctness"
+    ("Findings of mild heart failure.", {"Edema": "present"}),
+    ("No CHF.", {"Edema": "absent"}),
+    ("Mild pulmonary vascular indistinctness.", {"Edema": "present"}),
     # issue 17: a mass-like opacity is a lesion and an opacity; CheXpert's "carcinoma" is a lesion
     ("A rounded mass-like opacity in the right lung.", {"Lung Lesion": "present", "Lung Opacity": "present"}),
     ("Right upper lobe carcinoma.", {"Lung Lesion": "present"}),
