@@ -62,6 +62,10 @@ CASES = [
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
     ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    # issue 17: blunting of a lateral/posterior angle, an angle that "remains blunted"; a fractured wire is no fracture
+    ("Blunting of the left posterior costophrenic angle.", {"Pleural Effusion": "present"}),
+    ("The right costophrenic angle remains blunted.", {"Pleural Effusion": "present"}),
+    ("Fractured median sternotomy wires.", {"Fracture": None}),
     # issue 17: CheXpert's Edema mentions "heart failure", "chf", "indistinctness"
     ("Findings of mild heart failure.", {"Edema": "present"}),
     ("No CHF.", {"Edema": "absent"}),
