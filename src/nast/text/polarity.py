@@ -406,8 +406,7 @@ def _resolve_sides(doc, recs: list[dict]) -> None:
     all_spans = [(r["ent"].start_char, r["ent"].end_char) for r in recs]  # look-alikes too
     for sent_start in todo:
         ks = sents[sent_start]
-        sent = recs[ks[0]]["ent"].sent
-        lo, hi = sent.start_char, sent.end_char
+        lo, hi = max(sent_start, 0), recs[ks[0]]["sent_end"]
         spans = [(a, b) for a, b in all_spans if a >= lo and b <= hi]
         words = [(m.start() + lo, m.end() + lo, _side_of(m.group(0))) for m in _SIDE_TEXT.finditer(text[lo:hi])
                  if not _NOT_A_SIDE.match(text, m.end() + lo)
@@ -507,6 +506,7 @@ def mentions_from_doc(doc) -> list[Mention]:
         sent = ent.sent
         recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
                      "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
+                     "sent_end": sent.end_char if sent is not None else len(doc.text),
                      "evidence": sent.text.strip() if sent is not None else ent.text, "side_after": side_after})
 
     # one polarity per finding and sentence
