@@ -70,6 +70,11 @@ CASES = [
     ("Findings of mild heart failure.", {"Edema": "present"}),
     ("No CHF.", {"Edema": "absent"}),
     ("Mild pulmonary vascular indistinctness.", {"Edema": "present"}),
+    # issue 17: a line named by its vein, a port by its side; Kerley lines and volume overload are Edema
+    ("Left subclavian line in place.", {"Support Devices": "present"}),
+    ("Right-sided port in place.", {"Support Devices": "present"}),
+    ("Kerley B lines are present.", {"Edema": "present"}),
+    ("Findings of volume overload.", {"Edema": "present"}),
     # issue 17: a mass-like opacity is a lesion and an opacity; CheXpert's "carcinoma" is a lesion
     ("A rounded mass-like opacity in the right lung.", {"Lung Lesion": "present", "Lung Opacity": "present"}),
     ("Right upper lobe carcinoma.", {"Lung Lesion": "present"}),
