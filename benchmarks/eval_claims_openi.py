@@ -73,7 +73,9 @@ def mesh_findings(mesh: str | None) -> dict[str, set[str]]:
             finding = "Pneumothorax"
         elif head == "Consolidation":
             finding = "Consolidation"
-        elif head in ("Pulmonary Edema", "Pulmonary Congestion"):
+        elif head in ("Pulmonary Edema", "Pulmonary Congestion", "Heart Failure"):
+            # CheXpert's Edema mentions (chexpert-labeler phrases/mention/edema.txt) include "heart
+            # failure" and "chf" as well as "pulmonary congestion" (issue 17)
             finding = "Edema"
         elif head in ("Nodule", "Mass") and "breast" not in quals:
             finding = "Lung Lesion"
@@ -85,7 +87,9 @@ def mesh_findings(mesh: str | None) -> dict[str, set[str]]:
             finding = "Support Devices"
         elif head == "Pneumonia":
             finding = "Pneumonia"
-        elif head == "Thickening" and "pleura" in quals:
+        elif head in ("Thickening", "Cicatrix") and "pleura" in quals:
+            # CheXpert's Pleural Other is "pleural thickening" and "pleural scar" alike
+            # (chexpert-labeler phrases/mention/pleural_other.txt; issue 17)
             finding = "Pleural Other"
         elif head == "Mediastinum" and quals & {"enlarged", "widened"}:
             finding = "Enlarged Cardiomediastinum"

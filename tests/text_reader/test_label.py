@@ -21,9 +21,9 @@ from nast.text.label import chexpert_labels, label_reports
 HAND_LABELLED = {
     "r1": ("Small left pleural effusion. No pneumothorax.", "Possible pneumonia.",
            {"Pleural Effusion": 1, "Pneumothorax": 0, "Pneumonia": -1}),
-    # uncertain beats positive, within one report and across its sections
+    # positive beats uncertain across sentences and sections (CheXpert's aggregation, the default)
     "r2": ("Right lower lobe pneumonia.", "Pneumonia versus atelectasis.",
-           {"Pneumonia": -1, "Atelectasis": -1}),
+           {"Pneumonia": 1, "Atelectasis": -1}),
     # positive beats negative
     "r3": ("No effusion on the left.", "Small right pleural effusion.", {"Pleural Effusion": 1}),
     # No Finding: nothing positive or uncertain
@@ -67,7 +67,7 @@ def test_aggregation_rules_on_given_mentions():
         return chexpert_labels([M(finding=f, polarity=p) for f, p in pairs])
 
     assert labels(("Edema", "negative"), ("Edema", "positive"), ("Edema", "negative"))["Edema"] == 1
-    assert labels(("Edema", "positive"), ("Edema", "uncertain"))["Edema"] == -1
+    assert labels(("Edema", "positive"), ("Edema", "uncertain"))["Edema"] == 1
     assert labels(("Edema", "uncertain"), ("Edema", "negative"))["Edema"] == -1
     assert labels(("Edema", "negative"))["Edema"] == 0
     assert labels()["Edema"] is None and labels()["No Finding"] == 1
@@ -169,4 +169,6 @@ def test_chexpert_precedence_is_the_labelers():
     pairs = [("Edema", "uncertain"), ("Edema", "positive"), ("Fracture", "uncertain"), ("Fracture", "negative")]
     got = chexpert_labels([M(finding=f, polarity=p) for f, p in pairs], "chexpert")
     assert (got["Edema"], got["Fracture"]) == (1, -1)
-    assert chexpert_labels(pairs)["Edema"] == -1  # the default, uncertain-first
+    assert chexpert_labels(pairs) == got  # the default since issue 17
+    first = chexpert_labels([M(finding=f, polarity=p) for f, p in pairs], "uncertain-first")
+    assert (first["Edema"], first["Fracture"]) == (-1, -1)

@@ -62,6 +62,30 @@ CASES = [
     ("There is stable left costophrenic XXXX blunting.", {"Pleural Effusion": "present"}),
     ("Stable mild cardiomegaly and increased lung vascularity.", {"Edema": "present", "Cardiomegaly": "present"}),
     ("Several age-indeterminate left-sided rib fractures.", {"Fracture": "present"}),
+    # issue 17: blunting of a lateral/posterior angle, an angle that "remains blunted"; a fractured wire is no fracture
+    ("Blunting of the left posterior costophrenic angle.", {"Pleural Effusion": "present"}),
+    ("The right costophrenic angle remains blunted.", {"Pleural Effusion": "present"}),
+    ("Fractured median sternotomy wires.", {"Fracture": None}),
+    # issue 17: CheXpert's Edema mentions "heart failure", "chf", "indistinctness"
+    ("Findings of mild heart failure.", {"Edema": "present"}),
+    ("No CHF.", {"Edema": "absent"}),
+    ("Mild pulmonary vascular indistinctness.", {"Edema": "present"}),
+    # issue 17: a line named by its vein, a port by its side; Kerley lines and volume overload are Edema
+    ("Left subclavian line in place.", {"Support Devices": "present"}),
+    ("Right-sided port in place.", {"Support Devices": "present"}),
+    ("Kerley B lines are present.", {"Edema": "present"}),
+    ("Findings of volume overload.", {"Edema": "present"}),
+    # issue 17: a mass-like opacity is a lesion and an opacity; CheXpert's "carcinoma" is a lesion
+    ("A rounded mass-like opacity in the right lung.", {"Lung Lesion": "present", "Lung Opacity": "present"}),
+    ("Right upper lobe carcinoma.", {"Lung Lesion": "present"}),
+    # issue 17: "no X seen," ends the negation's scope; "lungs are clear airspace disease" (a dropped "of")
+    ("No consolidation, no effusion seen, small calcified nodule in the right lung.",
+     {"Consolidation": "absent", "Pleural Effusion": "absent", "Lung Lesion": "present"}),
+    ("Lungs are well expanded and clear focal airspace disease.", {"Lung Opacity": "absent"}),
+    # issue 17: Open-i's XXXX hides the device word; its tip or a cardiac generator still names it
+    ("The right chest XXXX is seen with its tip in the low SVC.", {"Support Devices": "present"}),
+    ("Dual-XXXX cardiac XXXX in stable position.", {"Support Devices": "present"}),
+    ("Vague opacity near the scapular tip.", {"Support Devices": None}),
     ("Curvilinear densities over the heart, coronary artery stents.", {"Lung Opacity": None}),
     ("Nodular densities projecting over right anterior fifth and sixth ribs.", {"Lung Opacity": None}),
     ("Patchy density in the right lower lobe.", {"Lung Opacity": "present"}),
@@ -166,6 +190,26 @@ def test_location_and_severity_are_normalised(nlp, text, finding, location, seve
         ("Left lower lobe atelectasis. Small effusion.", {"Atelectasis": "left", "Pleural Effusion": None}),
         ("Left lower lobe atelectasis, the heart is normal, small effusion.", {"Pleural Effusion": None}),
         ("Left effusion, stable calcified granuloma and nodule.", {"Pleural Effusion": "left", "Lung Lesion": None}),
+        # issue 17: a side word ConText cannot attach (a coordination or "there is" in between)
+        ("Chronic right upper lobe scarring and atelectasis.", {"Atelectasis": "right"}),
+        ("In the right lower lobe there is airspace disease compatible with pneumonia.",
+         {"Lung Opacity": "right", "Pneumonia": "right"}),
+        ("Bilateral rib deformities compatible with healed fractures.", {"Fracture": "bilateral"}),
+        # ... a location phrase after the finding, also back along a coordination
+        ("Minimal atelectasis or scarring in the right lung base.", {"Atelectasis": "right"}),
+        ("Healed fracture, left mid clavicle.", {"Fracture": "left"}),
+        ("Old rib fractures and pleural thickening are seen on the left.",
+         {"Fracture": "left", "Pleural Other": "left"}),
+        ("Streaky atelectasis / airspace disease within the left lung base.",
+         {"Atelectasis": "left", "Lung Opacity": "left"}),
+        # ... but not the side word of a later finding
+        ("Effusion, left lower lobe consolidation.", {"Pleural Effusion": None, "Consolidation": "left"}),
+        # "lung bases" after the finding, and "basilar" with no side word anywhere in the sentence, are both sides
+        ("Minimal atelectasis or scarring in the lung bases.", {"Atelectasis": "bilateral"}),
+        ("Mild basilar atelectasis.", {"Atelectasis": "bilateral"}),
+        ("Mild basilar atelectasis, more on the left.", {"Atelectasis": "left"}),
+        # "right greater than left" is both sides
+        ("Right greater than left basilar opacities.", {"Lung Opacity": "bilateral"}),
     ],
 )
 def test_a_side_travels_along_a_link(nlp, text, expected):
@@ -184,6 +228,8 @@ def test_a_side_travels_along_a_link(nlp, text, expected):
         ("Left effusion, possibly also a small right effusion.", "Pleural Effusion", "uncertain"),
         # a seen opacity is present whatever it may represent
         ("Small right juxtahilar opacity may represent infiltrate.", "Lung Opacity", "positive"),
+        # ... and so is a seen nodule or mass (issue 17)
+        ("Right upper lobe nodule which may represent a metastasis.", "Lung Lesion", "positive"),
         # the rule is per sentence
         ("Small left effusion. Possible right effusion.", "Pleural Effusion", {"positive", "uncertain"}),
     ],

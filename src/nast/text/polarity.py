@@ -45,17 +45,24 @@ Method
    - one polarity per finding and sentence: a hedged mention makes the positive mentions of the
      same finding in its sentence uncertain ("blunting of the right costophrenic sulcus could be
      secondary to a small effusion versus scarring" is an uncertain effusion, not also a positive
-     one); for the descriptive Lung Opacity the seen opacity wins instead ("opacity, may represent
-     infiltrate" is a present opacity);
+     one); for the descriptive Lung Opacity and Lung Lesion the seen opacity or nodule wins instead
+     ("opacity, may represent infiltrate" is a present opacity);
    - a side travels along a link: a lateral finding with no side word of its own takes the side of
      the mention just before it in the sentence when only a coordination or a link ("consistent
      with", "compatible with", "may represent", "due to"...) lies between them ("left lower lobe
      atelectasis infiltrate and effusion", "blunting of the right costophrenic angle, consistent
      with a small effusion"); :func:`side_link`. A plural pleural finding without a side word
-     ("small effusions") is bilateral, and so are "lung bases" and "apices" (``data/modifiers.csv``).
+     ("small effusions") is bilateral, and so are "lung bases" and "apices" (``data/modifiers.csv``);
+   - a side word ConText could not attach still reaches a lateral finding without a side
+     (:func:`_resolve_sides`): the side word before it across a short gap ("chronic right middle
+     lobe scar and atelectasis", "in the left lower lobe there is airspace disease"), a location
+     phrase after it ("atelectasis or scar in the left lung base", "old fracture, right clavicle"),
+     and back along a coordination from such a phrase ("fractures and pleural thickening on the
+     right"); "left greater than right" is bilateral, and so is "basilar" in a sentence without any
+     side word ("mild basilar atelectasis": both bases).
 5. ``check(text, conditions)`` aggregates mentions per condition: present beats uncertain beats
    absent; a condition never mentioned is ``None`` (the verifier's view; ``nast label`` puts
-   uncertain first by default, :mod:`nast.text.label`).
+   positive first as well by default, as the CheXpert labeler does, :mod:`nast.text.label`).
 
 One ``nlp`` object per process (``get_nlp()`` is cached); ``medspacy.load(medspacy_enable=[...])`` builds a blank
 English pipeline, nothing is downloaded.
@@ -287,12 +294,13 @@ def _location(laterality: str | None, zone: str | None) -> str | None:
 
 #: Descriptive findings: what is seen is present whatever it may represent, so within a sentence a
 #: positive mention makes the hedged ones positive ("right basilar opacity may represent
-#: infiltrate" is a present Lung Opacity). For every other finding a hedge wins in its sentence.
-OBSERVATION_FINDINGS = frozenset({"Lung Opacity"})
+#: infiltrate" is a present Lung Opacity, "a nodule which may represent a metastasis" a present
+#: Lung Lesion). For every other finding a hedge wins in its sentence.
+OBSERVATION_FINDINGS = frozenset({"Lung Opacity", "Lung Lesion"})
 #: Findings that have a side: a side word can be carried to them along a link (below).
 LATERAL_FINDINGS = frozenset({
-    "Atelectasis", "Consolidation", "Lung Lesion", "Lung Opacity", "Pleural Effusion", "Pleural Other",
-    "Pneumonia", "Pneumothorax",
+    "Atelectasis", "Consolidation", "Edema", "Fracture", "Lung Lesion", "Lung Opacity", "Pleural Effusion",
+    "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices",
 })
 _ADJ = (r"(?:(?:a|an|the|some|small|mild|minimal|minor|trace|tiny|moderate|large|associated|adjacent|"
         r"patchy|focal|subsegmental|possible|probable|likely|early|developing|underlying|residual|"
@@ -341,6 +349,118 @@ def side_link(gap: str, side: str) -> bool:
     return all(_SIDE_WORDS.get(w.lower(), side) == side for w in words)
 
 
+#: A side word of the text (for :func:`_resolve_sides`): "left", "right-sided", "bilateral",
+#: "both", "bibasilar"; "left greater than right" (both sides, one worse) is one bilateral word.
+_SIDE_TEXT = re.compile(
+    r"\b(?:(?:left|right)(?:[- ]sided)?(?:\s+(?:(?:slightly|much|somewhat)\s+)?(?:greater|worse|more|larger|"
+    r"more prominent)\s+(?:than|on the \w+ than)\s+(?:the\s+|on the\s+)?(?:left|right))?|bilateral(?:ly)?|both|"
+    r"bibasilar|bibasal|bibasally|biapical|(?:lung )?bases|(?:lung )?apices)\b", re.I)
+#: A side word followed by one of these names a heart chamber or an airway, not the side of a finding
+#: ("tip in the right atrium", "right mainstem bronchus").
+_NOT_A_SIDE = re.compile(r"\s+(?:atri|ventric|heart|mainstem|main stem|paratracheal|paraspinal)", re.I)
+#: A location phrase after a finding ("atelectasis in the left lung base", "nodule projecting over
+#: the right 6th rib", "fracture, right mid clavicle") has one of these words in it, or is just a comma.
+_POSTPOSED = re.compile(r"\b(?:in|at|within|on|of|along|involving|over|overlying|projecting|throughout|near|"
+                        r"measuring)\b|^\s*,\s*$", re.I)
+_COORDINATION = re.compile(r"\s*(?:[,/]\s*)?(?:(?:and|or|and/or|with)\s+)?" + _ADJ, re.I)
+
+
+def _side_of(word: str) -> str:
+    w = word.lower()
+    if " than " in w:
+        return "bilateral"
+    return _SIDE_WORDS.get(re.split(r"[- ]", w)[0], "bilateral")
+
+
+def _premodifies(text: str) -> bool:
+    """True when ``text`` (between a side word and the next mention) is a few location or adjective
+    words only, so the side word belongs to that next mention ("right lower lobe consolidation")."""
+    words = _GAP_WORD.findall(text)
+    return len(words) <= 3 and not re.search(r"[,;:]", text) and all(
+        w.lower() in _LOCATION_WORDS or re.fullmatch(_ADJ, w + " ", re.I) for w in words)
+
+
+def _resolve_sides(doc, recs: list[dict]) -> None:
+    """Sides for lateral mentions that ConText left without one (after the forward chain):
+
+    * **a side word before it** in the sentence, with no other mention in between and a gap that
+      :func:`side_link` accepts ("chronic right middle lobe scar and atelectasis", "in the left
+      lower lobe there is airspace disease", "bilateral rib deformities compatible with old fractures");
+    * **a location phrase after it** ("atelectasis or scar in the left lung base", "old fracture,
+      right mid clavicle", "densities, left lung base"), when the side word is not the premodifier of a
+      later mention ("effusion, right lower lobe consolidation");
+    * **back along a coordination** from a mention whose side came after it ("atelectasis /
+      airspace disease within the right lung base", "old rib fractures and pleural thickening on
+      the right").
+    """
+    sents: dict[int, list[int]] = {}
+    todo: set[int] = set()
+    for k, r in enumerate(recs):
+        if not r["lookalike"]:
+            sents.setdefault(r["sent"], []).append(k)
+            if "LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS:
+                todo.add(r["sent"])
+    if not todo:
+        return
+    text = doc.text
+    all_spans = [(r["ent"].start_char, r["ent"].end_char) for r in recs]  # look-alikes too
+    for sent_start in todo:
+        ks = sents[sent_start]
+        lo, hi = max(sent_start, 0), recs[ks[0]]["sent_end"]
+        spans = [(a, b) for a, b in all_spans if a >= lo and b <= hi]
+        words = [(m.start() + lo, m.end() + lo, _side_of(m.group(0))) for m in _SIDE_TEXT.finditer(text[lo:hi])
+                 if not _NOT_A_SIDE.match(text, m.end() + lo)
+                 and not any(a <= m.start() + lo < b for a, b in spans)]
+        if not words:
+            for k in ks:  # "basilar atelectasis" with no side word in the sentence: both bases
+                r = recs[k]
+                if "LATERALITY" not in r["attrs"] and r["attrs"].get("ZONE") == "basilar" and \
+                        set(r["findings"]) <= LATERAL_FINDINGS:
+                    r["attrs"]["LATERALITY"] = "bilateral"
+            continue
+        for k in ks:
+            r = recs[k]
+            if "LATERALITY" in r["attrs"] or not set(r["findings"]) <= LATERAL_FINDINGS:
+                continue
+            start, end = r["ent"].start_char, r["ent"].end_char
+            before = [w for w in words if w[1] <= start]
+            if before:
+                ws, we, side = before[-1]
+                if not any(we <= a and b <= start for a, b in spans) and side_link(text[we:start], side):
+                    r["attrs"]["LATERALITY"] = side
+                    continue
+            after = [w for w in words if w[0] >= end]
+            if after:
+                ws, we, side = after[0]
+                gap = text[end:ws]
+                nxt = [a for a, b in spans if a >= we]
+                if (not any(end <= a and b <= ws for a, b in spans) and _POSTPOSED.search(gap)
+                        and side_link(gap, side) and not (nxt and _premodifies(text[we:min(nxt)]))):
+                    r["attrs"]["LATERALITY"] = side
+                    r["side_after"] = True
+        for i in range(len(ks) - 2, -1, -1):
+            r, nx = recs[ks[i]], recs[ks[i + 1]]
+            if ("LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS and nx.get("side_after")
+                    and _COORDINATION.fullmatch(text[r["ent"].end_char:nx["ent"].start_char])):
+                r["attrs"]["LATERALITY"] = nx["attrs"]["LATERALITY"]
+                r["side_after"] = True
+
+
+def _side_chain(doc, recs: list[dict]) -> None:
+    """A lateral mention without a side takes the side of the mention just before it when
+    :func:`side_link` accepts the text between them."""
+    prev = None
+    for r in recs:
+        if (prev is not None and not prev["lookalike"] and not r["lookalike"] and r["sent"] == prev["sent"]
+                and "LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS):
+            side = prev["attrs"].get("LATERALITY")
+            if not side and (prev["attrs"].get("ZONE") or "").startswith("bilateral "):
+                side = "bilateral"  # bibasilar, biapical
+            if side and side_link(doc.text[prev["ent"].end_char:r["ent"].start_char], side):
+                r["attrs"]["LATERALITY"] = side
+        prev = r
+
+
 def mentions_from_doc(doc) -> list[Mention]:
     """Mentions of one parsed doc, after two sentence-level rules (see the module docstring):
 
@@ -375,6 +495,9 @@ def mentions_from_doc(doc) -> list[Mention]:
         else:
             polarity = "positive"
         attrs = _attributes_from_span(ent)
+        # the side word comes after the finding ("atelectasis in the right base"): see _resolve_sides
+        side_after = "LATERALITY" not in attrs and "LATERALITY" in cats and \
+            cats["LATERALITY"][0].modifier_span[0] >= ent.end
         for cat in ATTRIBUTE_CATEGORIES:
             if cat in cats and cat not in attrs:
                 attrs[cat] = cats[cat][0].rule.metadata.get("norm")
@@ -383,23 +506,18 @@ def mentions_from_doc(doc) -> list[Mention]:
         sent = ent.sent
         recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
                      "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
-                     "evidence": sent.text.strip() if sent is not None else ent.text})
+                     "sent_end": sent.end_char if sent is not None else len(doc.text),
+                     "evidence": sent.text.strip() if sent is not None else ent.text, "side_after": side_after})
 
     # one polarity per finding and sentence
     hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain"
               for f in r["findings"]}
     seen = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "positive" for f in r["findings"]}
-    # a side travels along a link (left to right, so it passes along a list)
-    prev = None
-    for r in recs:
-        if (prev is not None and not prev["lookalike"] and not r["lookalike"] and r["sent"] == prev["sent"]
-                and "LATERALITY" not in r["attrs"] and set(r["findings"]) <= LATERAL_FINDINGS):
-            side = prev["attrs"].get("LATERALITY")
-            if not side and (prev["attrs"].get("ZONE") or "").startswith("bilateral "):
-                side = "bilateral"  # bibasilar, biapical
-            if side and side_link(doc.text[prev["ent"].end_char:r["ent"].start_char], side):
-                r["attrs"]["LATERALITY"] = side
-        prev = r
+    # a side travels along a link (left to right, so it passes along a list); then the side words
+    # ConText could not attach (_resolve_sides), and the chain again from the sides these gave
+    _side_chain(doc, recs)
+    _resolve_sides(doc, recs)
+    _side_chain(doc, recs)
 
     out: list[Mention] = []
     for r in recs:
