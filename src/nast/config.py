@@ -6,6 +6,7 @@ error naming the key, e.g. ``params.yaml: trace.direction: 'sideways' is not one
 
 from __future__ import annotations
 
+import copy
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ def load_schema() -> dict[str, Any]:
 
 def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """Validate a params mapping; raise :class:`ConfigError` naming the first bad key."""
-    validator = jsonschema.Draft202012Validator(load_schema())
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -47,6 +49,26 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
             lines.append(f"{source}: {key}: {err.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     check_params(params, source)
+    fill_defaults(params, schema)
+    return params
+
+
+def section_defaults(section: str) -> dict[str, Any]:
+    """The schema defaults of one params.yaml section (for callers of a stage core that build the
+    section by hand, e.g. tests: ``{**section_defaults("data"), "source": "mimic", ...}``)."""
+    sub = load_schema()["properties"][section]
+    return fill_defaults({}, sub)
+
+
+def fill_defaults(params: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Set every absent key that has a ``default`` in the schema (in place, nested sections too):
+    defaults live in the schema only, so stages read ``params[section][key]`` and never repeat one.
+    (Snakemake's ``validate(config, schema)`` fills the same defaults into the DAG's config.)"""
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in params and "default" in sub:
+            params[key] = copy.deepcopy(sub["default"])
+        if isinstance(params.get(key), dict) and sub.get("type") == "object":
+            fill_defaults(params[key], sub)
     return params
 
 

@@ -11,11 +11,13 @@ import pytest
 from faultkit import build_mimic_tree, jpeg_bytes
 from PIL import Image
 
+from nast.config import section_defaults
 from nast.errors import StageError
 from nast.ingest.cli import ingest
 
-DATA = {"source": "mimic", "root": "unused", "reports_zip": None, "views": ["PA", "AP"], "require_report": True,
-        "check_images": True, "split_fractions": {"train": 0.7, "validate": 0.1, "test": 0.2}, "seed": 0}
+DATA = {**section_defaults("data"), "source": "mimic", "root": "unused", "reports_zip": None, "views": ["PA", "AP"],
+        "require_report": True, "check_images": True, "split_fractions": {"train": 0.7, "validate": 0.1, "test": 0.2},
+        "seed": 0}
 META = "mimic-cxr-2.0.0-metadata.csv"
 
 

@@ -10,11 +10,12 @@ import pytest
 
 from nast.cli import main
 from nast.conditions import CHEXPERT_COLUMNS
+from nast.config import section_defaults
 from nast.errors import StageError
 from nast.ingest import COHORT_COLUMNS, cohort_gate_frame
 from nast.ingest.cli import ingest
 
-DATA = {
+DATA = {**section_defaults("data"),
     "source": "mimic",
     "root": "unused",
     "reports_zip": None,

@@ -8,12 +8,13 @@ import pytest
 from PIL import Image
 
 from nast.conditions import CHEXPERT_COLUMNS
+from nast.config import section_defaults
 from nast.ingest.cli import ingest
 from nast.ingest.openi import dicom_id_of, mesh_labels, view_of
 
 N = 40
 
-DATA = {
+DATA = {**section_defaults("data"),
     "source": "openi",
     "root": "unused",
     "reports_zip": None,
@@ -93,11 +94,13 @@ def test_openi_dev_sample(openi_root, tmp_path):
 
 def test_openi_reader_labels_feed_the_permutations(openi_root):
     """data.openi_labels: reader (the default): 4-state labels read from the reports, MeSH compared."""
+    assert section_defaults("data")["openi_labels"] == "reader"
     from nast.permutations import build_permutations
     from nast.text.label import label_reports
 
     root, reports = openi_root
-    cohort, quarantine, summary = ingest("openi", str(root), {k: v for k, v in DATA.items() if k != "openi_labels"})
+    default = section_defaults("data")["openi_labels"]
+    cohort, quarantine, summary = ingest("openi", str(root), {**DATA, "openi_labels": default})
     assert summary["rows_in"] == summary["kept"] + summary["quarantined"] + summary["filtered_view"]
     assert summary["labels_from"].startswith("report reader")
     # the cohort's labels are exactly what nast label writes for the same reports

@@ -117,6 +117,7 @@ def _params_file():
     """
     with open("params.yaml") as fh:
         on_disk = yaml.safe_load(fh)
+    validate(on_disk, "../schemas/params.schema.yaml")  # the same schema defaults as the config's
     if on_disk == config:
         return "params.yaml"
     path = ".snakemake/nast/params.effective.yaml"

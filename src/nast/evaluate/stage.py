@@ -202,7 +202,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     params = {**params, "model": base_params(params["model"], args.base)}
 
     torch.manual_seed(int(params["evaluate"]["seed"]))
-    vl = load_model(params["model"], device=params["model"].get("device", "auto"))
+    vl = load_model(params["model"], device=params["model"]["device"])
     cfg = load_trained(vl, args.model_dir)
     log.info("%s: evaluating %s (%s)", args.method, args.model_dir, "trained" if cfg.get("trained") else "base model")
     with torch.no_grad():

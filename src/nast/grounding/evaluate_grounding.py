@@ -237,7 +237,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     params = {**params, "model": base_params(params["model"], args.base)}
     torch.manual_seed(int(params["evaluate"]["seed"]))
     torch.set_num_threads(int(cfg["num_threads"]))
-    vl = load_model(params["model"], device=params["model"].get("device", "auto"))
+    vl = load_model(params["model"], device=params["model"]["device"])
     load_trained(vl, args.model_dir)
     vl.model.eval()
     for p in vl.model.parameters():  # attributions need input gradients only

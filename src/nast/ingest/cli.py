@@ -48,14 +48,14 @@ def ingest(source: str, root: str, data: dict[str, Any], reports_zip: str | None
         views=list(data["views"]),
         require_report=bool(data["require_report"]),
         check_images=bool(data["check_images"]),
-        image_check=str(data.get("image_check", "fast")),
+        image_check=str(data["image_check"]),
         split_fractions=dict(data["split_fractions"]),
         seed=int(data["seed"]),
     )
     if source == "openi":
         from nast.ingest.openi import read_openi
 
-        return read_openi(root, labels=str(data.get("openi_labels", "reader")), **common)
+        return read_openi(root, labels=str(data["openi_labels"]), **common)
     from nast.ingest.mimic import read_mimic
 
     return read_mimic(root, dataset=source, reports_zip=reports_zip, **common)

@@ -115,7 +115,7 @@ class Pretrainer:
         from nast.models.families import OpenClipModel, _constructor_kwargs
 
         self.pp, self.out = pp, out
-        self.caption_mode = str(pp.get("caption", "report"))
+        self.caption_mode = str(pp["caption"])
         self.seed = int(pp["seed"])
         torch.manual_seed(self.seed)
         self.model = CLIP(**_constructor_kwargs(CLIP, model_cfg))

@@ -306,8 +306,8 @@ class LLMClient:
             api_key_env=llm["api_key_env"], max_concurrency=llm["max_concurrency"],
             timeout_s=llm["timeout_s"], max_retries=llm["max_retries"], backoff_s=llm["backoff_s"],
             cache_dir=llm["cache_dir"], allow_remote_phi=llm["allow_remote_phi"],
-            max_retry_after_s=llm.get("max_retry_after_s", 60.0),
-            abort_after_failures=llm.get("abort_after_failures", 8),
+            max_retry_after_s=llm["max_retry_after_s"],
+            abort_after_failures=llm["abort_after_failures"],
             credentialed=credentialed,
         )
 

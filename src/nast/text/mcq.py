@@ -341,7 +341,7 @@ def check_transport(stage: str, client, transport: set[int], n_asked: int, llm: 
     from nast.text.llm import outage_error
 
     n = len(transport)
-    if n and (n >= n_asked or n > float(llm.get("max_failed_fraction", 0.0)) * n_asked):
+    if n and (n >= n_asked or n > float(llm["max_failed_fraction"]) * n_asked):
         raise outage_error(stage, client, n, n_asked)
 
 
@@ -519,7 +519,7 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
     text_cols = ["question", *[f"negated_{L}" for L in LETTERS]]
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
-    check_kept(STAGE, summary, params["mcq"].get("min_kept_fraction", 0.5), args.quarantine)
+    check_kept(STAGE, summary, params["mcq"]["min_kept_fraction"], args.quarantine)
     gate_table(out, "mcq", expectations(text_cols), args.report_dir)  # on empty tables too
     write_parquet(out, args.out)
     log.info("mcq (%s): %d questions kept, %d quarantined; %.1f%% of options verified -> %s",

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     sources, targets = (aff, neg) if tp["direction"] == "caption" else (neg, aff)
     log.info("trace: %d pairs, direction=%s, family=%s, %d text layers", sel.height, tp["direction"],
              vl.family, vl.n_text_layers)
-    unit = tp.get("unit", "state")
+    unit = tp["unit"]
     res = trace_pairs(vl, imgs, sources, targets, min_abs_d=float(tp["min_abs_d"]),
                       batch_size=int(tp["batch_size"]), naive=args.naive, unit=unit, log=log.info)
     d_kept = res["d"][res["kept"]]
