@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: setup demo test lint test-mutants clean-demo help
+.PHONY: setup demo demo-full test lint test-mutants clean-demo help
 
 help:
-	@echo "make demo   - set up .venv and run the whole pipeline on the embedded demo data"
+	@echo "make demo   - set up .venv and run the pipeline on the embedded demo data (quick: 3 methods, ~10 min)"
+	@echo "make demo-full - the full comparison on the demo (every method, the beta sweep; ~40 min)"
 	@echo "make test   - set up .venv (if needed) and run the test suite"
 	@echo "make lint   - ruff check of src, tests, benchmarks and scripts (config in pyproject.toml)"
 	@echo "make setup  - only create .venv with the pinned packages (requirements.lock)"
@@ -28,8 +29,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+DEMO_CONFIG ?=
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/local
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/local $(DEMO_CONFIG)
 	@echo
 	@echo "Results:"
 	@echo "  tables      reports/tables/summary.csv (+ .md)"
@@ -37,6 +39,9 @@ demo: $(STAMP)
 	@echo "  CTE         reports/cte/ (heatmap.png, layer_weights.csv)"
 	@echo "  validation  reports/validation/"
 	@echo "  MLflow      make mlflow-ui  (store: mlruns.db)"
+
+demo-full: $(STAMP)
+	$(MAKE) demo DEMO_CONFIG="--configfile workflow/presets/demo-full.yaml"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q

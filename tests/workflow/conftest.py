@@ -56,3 +56,41 @@ def snakemake_export():
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
     return copy_project(tmp_path / "project")
+
+
+PRESET = ROOT / "workflow" / "presets" / "demo-full.yaml"
+
+
+def merged_params(preset: Path = PRESET) -> dict:
+    """params.yaml with a preset layered over it as Snakemake's --configfile does (dicts merged,
+    lists and scalars replaced)."""
+    import yaml
+
+    def merge(dst, src):
+        for k, v in src.items():
+            dst[k] = merge(dict(dst[k]), v) if isinstance(v, dict) and isinstance(dst.get(k), dict) else v
+        return dst
+
+    return merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(preset.read_text()))
+
+
+@pytest.fixture(scope="session")
+def full_project(tmp_path_factory) -> Path:
+    """A project copy whose params.yaml is the make demo-full configuration (every method, the beta
+    sweep), with its dvc.yaml generated for it: the DAG tests that need every rule use it."""
+    import dagtools
+    import yaml
+
+    dest = copy_project(tmp_path_factory.mktemp("full") / "project")
+    (dest / "params.yaml").write_text(yaml.safe_dump(merged_params(), sort_keys=False))
+    proc = dagtools.generate_dvc_yaml(dest)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return dest
+
+
+@pytest.fixture(scope="session")
+def full_export(full_project):
+    """The Snakemake DAG of the demo-full configuration."""
+    import dagtools
+
+    return dagtools.snakemake_jobs(full_project)

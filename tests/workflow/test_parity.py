@@ -31,16 +31,18 @@ def test_committed_dvc_yaml_is_the_generated_file(snakemake_export):
     assert generate(ROOT, jobs=snakemake_export) == committed
 
 
-def test_snakemake_and_dvc_dags_are_identical(snakemake_export):
-    smk, problems = dagtools.normalise_snakemake(snakemake_export)
-    assert problems == []
-    dvc = dagtools.dvc_stages(ROOT)
-    assert dagtools.compare(smk, dvc) == []
+def test_snakemake_and_dvc_dags_are_identical(snakemake_export, full_project, full_export):
+    # the committed configuration (the quick demo) and the demo-full one (every method, the sweep)
+    for root, export in ((ROOT, snakemake_export), (full_project, full_export)):
+        smk, problems = dagtools.normalise_snakemake(export)
+        assert problems == []
+        dvc = dagtools.dvc_stages(root)
+        assert dagtools.compare(smk, dvc) == []
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        assert len(smk) == len(dvc) == 12 + 3 * len(params["methods"]) + 3 * len(params["nast"]["betas"]) - 1
     # not vacuous: the full DAG with every method and every beta of the sweep
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert len(smk) == len(dvc) == 12 + 3 * len(params["methods"]) + 3 * len(params["nast"]["betas"]) - 1
-    assert {f"train@{m}" for m in ("zero_shot", "nast", "full_ft")} <= set(dvc)
-    assert {f"train_sweep@{b}" for b in params["nast"]["betas"]} <= set(dvc)
+    assert {f"train@{m}" for m in ("zero_shot", "nast", "full_ft", "grounded")} <= set(dvc)
+    assert params["nast"]["betas"] and {f"train_sweep@{b}" for b in params["nast"]["betas"]} <= set(dvc)
 
 
 def test_ingest_names_the_dataset_through_params():
@@ -119,9 +121,10 @@ def test_parity_fails_on_a_rule_only_in_the_snakefile_until_regenerated(project_
     assert dvc["extra"]["deps"] == ["data/interim/cohort.parquet"]
 
 
-def test_nast_beta_reruns_only_nast_training_its_evaluation_and_the_report(snakemake_export):
+def test_nast_beta_reruns_only_nast_training_its_evaluation_and_the_report(full_project, full_export):
     from dvc.repo import Repo
 
+    ROOT, snakemake_export = full_project, full_export  # every method and the sweep
     dvc = dagtools.dvc_stages(ROOT)
     readers = {name for name, s in dvc.items() if "nast.beta" in s["params"] or "nast" in s["params"]}
     assert {name for name, s in dvc.items() if "nast.scale" in s["params"]} == {
@@ -153,9 +156,10 @@ def test_dvc_declares_metrics_and_plots():
     assert "reports/plots" in flat and "reports/cte/layer_weights.csv" in flat
 
 
-def test_stages_declare_what_they_read(snakemake_export):
+def test_stages_declare_what_they_read(full_project, full_export):
     """nast.normalize changes NAST's weights; evaluate and evaluate_grounding load the base model."""
-    dvc = dagtools.dvc_stages(ROOT)
+    snakemake_export = full_export
+    dvc = dagtools.dvc_stages(full_project)
     smk, _ = dagtools.normalise_snakemake(snakemake_export)
     for dag in (dvc, smk):
         assert "nast.normalize" in dag["train@nast"]["params"]

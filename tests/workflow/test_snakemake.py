@@ -25,8 +25,12 @@ def _job_counts(text: str) -> dict[str, int]:
 
 
 def test_dry_run_resolves_the_full_dag(project_copy, env):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    proc = _snakemake(["-n", "--quiet", "rules"], project_copy, env)
+    """The make demo-full configuration: params.yaml with workflow/presets/demo-full.yaml over it."""
+    from conftest import merged_params
+
+    params = merged_params()
+    assert len(params["methods"]) > len(yaml.safe_load((ROOT / "params.yaml").read_text())["methods"])
+    proc = _snakemake(["-n", "--quiet", "rules", "--configfile", "workflow/presets/demo-full.yaml"], project_copy, env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     counts = _job_counts(proc.stdout + proc.stderr)
     n_methods, n_betas = len(params["methods"]), len(params["nast"]["betas"])
