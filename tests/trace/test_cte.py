@@ -213,3 +213,26 @@ def test_block_unit_per_layer_cte_is_the_whole_write_patch(tiny_models):
     np.testing.assert_allclose(w["cte"].to_numpy(), res["whole"].mean(0))
     with pytest.raises(ValueError, match="trace unit"):
         trace_pairs(vl, images, SOURCES, TARGETS, min_abs_d=0.0, batch_size=2, unit="head")
+
+
+def test_block_write_of_a_shared_causal_prefix_is_exactly_the_state_and_skipped(tiny_models):
+    """Where both runs share a block's input (causal prefix "there is"), the write is the source state
+    bit for bit, so those patches are recognised as no-ops; batched still equals naive (block unit,
+    captions of different lengths, i.e. rows cut to different readout lengths)."""
+    vl = tiny_models["open_clip"]
+    srcs, tgts = ["there is a pleural effusion", "lungs are clear"], ["there is no pleural effusion here", "no edema"]
+    src, tgt = vl.tokenize(srcs), vl.tokenize(tgts)
+    P = common_length(vl, src, tgt)
+    with torch.no_grad():
+        s_states, _ = vl.text_states({k: v[:, :P] for k, v in src.items()})
+        t_states, _ = vl.text_states({k: v[:, :P] for k, v in tgt.items()})
+    w = block_write_states(s_states, t_states)
+    for layer in range(1, len(w)):  # SOT + "there is" (3 positions) of pair 0 are shared
+        assert torch.equal(w[layer][0, :3], t_states[layer][0, :3])
+    img = _img(2, seed=3)
+    mask = position_masks(P, "block")
+    fast = patched_scores(vl, src, tgt, img, mask=mask, unit="block")
+    slow = patched_scores_naive(vl, src, tgt, img, mask=mask, unit="block")
+    for a, b in zip(fast, slow):
+        assert float((a - b).abs().max()) <= 1e-5
+    assert torch.equal(fast[0][0, 1:, :3], fast[2][0].expand(len(w) - 1, 3))  # skipped: the clean target score

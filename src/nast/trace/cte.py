@@ -156,9 +156,16 @@ def block_write_states(src_states: list[Tensor], tgt_states: list[Tensor]) -> li
     restored, everything it reads stays the target's. Patching it at all positions asks "how much
     of the clean difference does block l-1 write?"; unlike a hidden state (which also carries
     everything earlier layers wrote), this differs from block to block.
+
+    Where a position's block input is identical in both runs (a shared causal prefix, the start
+    token) the write is the source's own state ``h_src[l]`` -- the same value without the rounding
+    of ``a + (b - a)``, so :func:`_active_patches` sees that the patch cannot change the score.
     """
-    return [src_states[0]] + [tgt_states[i - 1] + (src_states[i] - src_states[i - 1])
-                              for i in range(1, len(src_states))]
+    out = [src_states[0]]
+    for i in range(1, len(src_states)):
+        same_input = (src_states[i - 1] == tgt_states[i - 1]).all(-1, keepdim=True)
+        out.append(torch.where(same_input, src_states[i], tgt_states[i - 1] + (src_states[i] - src_states[i - 1])))
+    return out
 
 
 def position_masks(T: int, unit: str, device=None) -> Tensor:
@@ -171,6 +178,26 @@ def position_masks(T: int, unit: str, device=None) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- batched
+def _row_chunks(e_all: Tensor, k_all: Tensor, need: Tensor, max_rows: int = MAX_ROWS):
+    """Split the active (example, patch) rows into forward batches of at most ``max_rows`` rows.
+
+    ``need[e]``: positions example e's runs need. Rows are ordered by it (stable) and each chunk
+    is cut to its longest row; a chunk ends where the next length would pad its rows by more than
+    a quarter, so short captions are not run at the length of the longest one. Yields
+    ``(e_idx, k_idx, T)``.
+    """
+    if e_all.numel() == 0:
+        return
+    T_rows = need[e_all]
+    order = torch.argsort(T_rows, stable=True)
+    e_all, k_all, T_rows = e_all[order], k_all[order], T_rows[order].tolist()
+    start = 0
+    for r in range(1, len(T_rows) + 1):
+        if r == len(T_rows) or r - start >= max_rows or T_rows[r] * 3 > T_rows[start] * 4:
+            yield e_all[start:r], k_all[start:r], int(T_rows[r - 1])
+            start = r
+
+
 @torch.no_grad()
 def patched_scores(
     vl: VLModel,
@@ -214,13 +241,16 @@ def patched_scores(
     readout = vl.causal_readout_index(tgt)
     # every patch starts as "no effect" (= the clean target score); active ones are computed
     out = s_tgt[:, None, None].expand(E, len(layers), K).clone()
+    # a causal tower reads position readout[e]: the positions after it never reach the score, so
+    # example e's patched runs need only its first readout[e] + 1 positions (the rest of P is cut)
+    need = readout + 1 if readout is not None else torch.full((E,), P, dtype=torch.long, device=img_emb.device)
     for i, layer in enumerate(layers):
         active = _active_patches(vl, src_states[layer], tgt_states[layer], mask, n_real, readout)
         e_all, k_all = active.nonzero(as_tuple=True)
-        for r0 in range(0, e_all.numel(), MAX_ROWS):
-            e_idx, k_idx = e_all[r0:r0 + MAX_ROWS], k_all[r0:r0 + MAX_ROWS]
-            h = patch_hidden(tgt_states[layer], src_states[layer], mask, rows=(e_idx, k_idx))  # [N, P, W]
-            rows = {k: v[e_idx] for k, v in tgt.items()}
+        for e_idx, k_idx, T in _row_chunks(e_all, k_all, need):
+            h = patch_hidden(tgt_states[layer][:, :T], src_states[layer][:, :T], mask[:, :T],
+                             rows=(e_idx, k_idx))  # [N, T, W]
+            rows = {k: v[e_idx, :T] for k, v in tgt.items()}
             ctx = vl.text_context(rows, h)
             for b in range(layer, L):
                 h = vl.text_block(b, h, ctx)
