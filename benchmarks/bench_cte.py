@@ -17,7 +17,7 @@ test configs for open_clip_hf / hf_clip). Usage::
 Each path is timed ``--repeat`` times (interleaved) and the fastest run is reported: on a shared
 machine a single timing mostly measures the other jobs. The script also times the trace stage's
 core (:func:`nast.trace.cte.trace_pairs`, ``trace.batch_size`` 16) on a random 12-block, 77-token
-open_clip text encoder (``tests/models/configs/open_clip_12layer.json``, width 64) over
+open_clip text encoder (``nast/models/tiny/open_clip_12layer.json``, width 64) over
 ``--trace-examples`` pairs (``--trace-examples 0`` skips it).
 
 ``--unit`` is ``trace.unit``: ``block`` traces the single positions plus the whole block write per
@@ -50,7 +50,7 @@ PAIRS = [  # (affirmative, negated) MCQ-style options
 
 def build_model(args):
     from nast.models import load_model
-    from nast.models.testing import save_tiny, save_tiny_open_clip
+    from nast.models.testing import TINY_CONFIGS, save_tiny, save_tiny_open_clip
 
     if args.model == "params":
         from nast.config import load_params
@@ -60,17 +60,17 @@ def build_model(args):
     if args.family == "open_clip":
         cfg = ROOT / "src" / "nast" / "models" / "configs" / "nast-tiny-clip.json"
         return load_model(save_tiny_open_clip(cfg, tmp / "m", seed=0), args.device)
-    return load_model(save_tiny(args.family, ROOT / "tests" / "models" / "configs", tmp / "m", seed=0), args.device)
+    return load_model(save_tiny(args.family, TINY_CONFIGS, tmp / "m", seed=0), args.device)
 
 
 def time_trace_12_blocks(args) -> tuple[float, int, int, int]:
     """Fastest of ``--repeat`` runs of ``trace_pairs`` on the random 12-block, 77-token encoder."""
     from nast.models import load_model
-    from nast.models.testing import save_tiny_open_clip
+    from nast.models.testing import TINY_CONFIGS, save_tiny_open_clip
     from nast.trace.cte import trace_pairs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_cte12_"))
-    cfg = ROOT / "tests" / "models" / "configs" / "open_clip_12layer.json"
+    cfg = TINY_CONFIGS / "open_clip_12layer.json"
     vl = load_model(save_tiny_open_clip(cfg, tmp / "m", seed=0), args.device)
     pairs = (PAIRS * (1 + args.trace_examples // len(PAIRS)))[: args.trace_examples]
     images = torch.randn(len(pairs), vl.channels, vl.image_size, vl.image_size)

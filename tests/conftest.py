@@ -1,5 +1,5 @@
 """Shared fixtures: tiny random models of the three families, built once per session from
-tests/models/configs/ (used by tests/models and tests/trace)."""
+nast/models/tiny/ (used by tests/models and tests/trace)."""
 
 import importlib.util
 import sys
@@ -25,7 +25,8 @@ shared_data = _load_shared_data()
 # one thread: tiny tensors, and on a shared 2-core machine OpenMP spin-waiting makes 2 threads ~20x slower
 torch.set_num_threads(1)
 
-CONFIGS = Path(__file__).parent / "models" / "configs"
+from nast.models.testing import TINY_CONFIGS as CONFIGS  # noqa: E402
+
 FAMILIES = ("open_clip", "open_clip_hf", "hf_clip")
 
 

@@ -12,9 +12,10 @@ from PIL import Image
 from nast.cli import main
 from nast.models.data import build_caption, report_sentences
 from nast.models.pretrain import shift_batch
+from nast.models.testing import TINY_CONFIGS
 
 ROOT = Path(__file__).parents[2]
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = TINY_CONFIGS
 FINDINGS = ["There is a small left pleural effusion.", "Mild pulmonary edema.", "No pneumothorax.",
             "Heart size is normal.", "The lungs are clear."]
 

@@ -1,6 +1,6 @@
 """Build tiny random models of every family, offline, in each family's on-disk layout.
 
-Used by the tests (tiny configs under ``tests/models/configs/``) and the CTE benchmark. Each
+Used by the tests and the benchmarks (tiny configs shipped in ``nast/models/tiny/``, :data:`TINY_CONFIGS`). Each
 ``save_tiny_*`` writes a complete local model folder -- weights, configs, tokenizer files -- and
 returns the ``model:`` params that :func:`nast.models.load_model` reads, so the tests exercise the
 real loading path. Tokenizers are built in memory with the ``tokenizers`` library from a small
@@ -14,6 +14,9 @@ import shutil
 from pathlib import Path
 
 import torch
+
+#: the tiny random-model configs of the three families (tests, benchmarks; read by no stage)
+TINY_CONFIGS = Path(__file__).resolve().parent / "tiny"
 
 #: a small vocabulary covering the demo reports' words (plus [UNK] for anything else)
 WORDS = (
@@ -142,7 +145,7 @@ def save_tiny_hf_clip(config_json: str | Path, out_dir: str | Path, seed: int = 
 
 
 def save_tiny(family: str, config_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict:
-    """Dispatch on family with the config file names used in ``tests/models/configs/``."""
+    """Dispatch on family with the config file names of :data:`TINY_CONFIGS`."""
     d = Path(config_dir)
     if family == "open_clip":
         return save_tiny_open_clip(d / "open_clip_tiny.json", out_dir, seed)

@@ -15,13 +15,13 @@ cosine similarity of the L2-normalised image and text embeddings,
 i.e. the share of the clean difference that is restored by copying ONE hidden state -- layer
 ``l`` (0 = embeddings output, l >= 1 = output of text block l-1), position ``p`` -- from the source
 run into the target run (activation patching / causal tracing as in ROME and TransformerLens's
-``patching.py``). In the notation of DESIGN.md the source is the "caption" c and the target the
+``patching.py``). In the notation of docs/DESIGN_NOTES.md the source is the "caption" c and the target the
 "foil" f, so ``d = s(img, c) - s(img, f)``. Everything except the patched hidden state belongs to
 the target run: its token ids, attention/padding mask and readout position (EOT / CLS / mean).
 
 What is patched (``trace.unit``):
 
-* ``state`` -- the hidden state ``h_l[p]`` itself, as above (DESIGN.md's definition).
+* ``state`` -- the hidden state ``h_l[p]`` itself, as above (the original definition, docs/DESIGN_NOTES.md).
 * ``block`` (default) -- the *write* of text block ``l-1`` into the residual stream: the patched
   state is ``h_tgt[l-1][p] + (h_src[l][p] - h_src[l-1][p])`` (:func:`block_write_states`), i.e.
   the target's block input plus what the block wrote in the source run. Layer 0 is the embedding
