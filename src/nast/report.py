@@ -40,7 +40,8 @@ from nast.errors import StageError
 
 log = logging.getLogger(__name__)
 
-ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded", "nast-grounded")
+ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded", "nast-grounded",
+         "dpo", "nast-dpo")
 HEADLINE = ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "claim_acc", "retrieval_r5")
 BETA_RE = re.compile(r"^nast-beta(?P<beta>[0-9.]+)$")
 
