@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 #: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
 PARAMS_KEYS = ("evaluate.bootstrap", "evaluate.seed", "data.source")
 
-ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded", "nast-grounded")
+ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded", "nast-grounded",
+         "dpo", "nast-dpo")
 HEADLINE = ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "claim_acc", "retrieval_r5")
 BETA_RE = re.compile(r"^nast-beta(?P<beta>[0-9.]+)$")
 

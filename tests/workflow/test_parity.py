@@ -128,21 +128,23 @@ def test_nast_beta_reruns_only_nast_training_its_evaluation_and_the_report(full_
     dvc = dagtools.dvc_stages(ROOT)
     readers = {name for name, s in dvc.items() if "nast.beta" in s["params"] or "nast" in s["params"]}
     assert {name for name, s in dvc.items() if "nast.scale" in s["params"]} == {
-        "train@nast", "train@nast-grounded",
+        "train@nast", "train@nast-grounded", "train@nast-dpo",
         *(f"train_sweep@{b}" for b in yaml.safe_load((ROOT / "params.yaml").read_text())["nast"]["betas"])
     }
-    assert readers == {"train@nast", "train@nast-grounded"}
+    assert readers == {"train@nast", "train@nast-grounded", "train@nast-dpo"}
     smk, _ = dagtools.normalise_snakemake(snakemake_export)
-    assert {name for name, s in smk.items() if "nast.beta" in s["params"]} == {"train@nast", "train@nast-grounded"}
+    assert {name for name, s in smk.items() if "nast.beta" in s["params"]} == {"train@nast", "train@nast-grounded",
+                                                                              "train@nast-dpo"}
     with Repo(str(ROOT)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         by_name = {stage.name: stage for stage in graph.nodes}
         downstream = {s.name for s in nx.ancestors(graph, by_name["train@nast"])}
         grounded = {s.name for s in nx.descendants(graph, by_name["train@grounded"])}
+        preference = {s.name for s in nx.descendants(graph, by_name["train@dpo"])}
         plain = {s.name for s in nx.descendants(graph, by_name["train@lora_uniform"])}
     assert downstream == {"evaluate@nast", "evaluate_grounding@nast", "report"}
-    # only the grounded methods' training depends on the counterfactual pairs
-    assert "grounding_data" in grounded and "grounding_data" not in plain
+    # only the grounded and preference methods' training depends on the counterfactual pairs
+    assert "grounding_data" in grounded and "grounding_data" in preference and "grounding_data" not in plain
 
 
 def test_dvc_declares_metrics_and_plots():

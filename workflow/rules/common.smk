@@ -86,9 +86,19 @@ if any(m in GROUNDED for m in METHODS) and not GROUNDING_ON:
     )
 
 
+#: the preference methods (nast.train.methods.DPO): they read the counterfactual pairs where the
+#: grounding stages run (image-side pairs), and train on the text pairs alone elsewhere
+DPO = ("dpo", "nast-dpo")
+
+
+def reads_grounding(method):
+    """Does training ``method`` read the grounding table (--grounding)?"""
+    return method in GROUNDED or (method in DPO and GROUNDING_ON)
+
+
 def grounded_train_inputs(wc):
-    """The grounding table and its images for the grounded methods' training, else nothing."""
-    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF) if wc.method in GROUNDED else {}
+    """The grounding table and its images for the grounded and preference methods' training, else nothing."""
+    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF) if reads_grounding(wc.method) else {}
 
 
 def grounding_inputs():

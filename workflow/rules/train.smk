@@ -1,7 +1,8 @@
 # train: NAST and the baselines (methods from params.yaml), and the NAST beta sweep
 # (nast.betas -> models/nast-beta{beta}/). Only the nast methods depend on nast.beta; they and
 # the sweep depend on nast.scale and nast.normalize. The grounded methods also read the
-# grounding table's train-split counterfactual pairs (and their images).
+# grounding table's train-split counterfactual pairs (and their images); so do the preference
+# methods (dpo, nast-dpo: image-side pairs) wherever the grounding stages run.
 rule train:
     input:
         unpack(grounded_train_inputs),
@@ -16,7 +17,7 @@ rule train:
     params:
         file=PARAMS,
         cfg=lambda wc: cfg_params(*train_keys(wc.method)),
-        ground=lambda wc: f" --grounding {GROUNDING}" if wc.method in GROUNDED else "",
+        ground=lambda wc: f" --grounding {GROUNDING}" if reads_grounding(wc.method) else "",
     log:
         f"{LOGS}/train/{{method}}.log",
     benchmark:

@@ -14,6 +14,8 @@
   opposite one (cross-entropy over {own image} + those images, target = own image). The text is
   the same in every logit of a row, so a text-only preference ("the negated caption is usually
   true", "a severity word marks the true one") cannot lower this loss; only the image can.
+* :func:`dpo_margins` / :func:`dpo_loss` - CheXalign's length-regularised DPO on (image, chosen,
+  rejected) pairs against a frozen reference (methods ``dpo`` / ``nast-dpo``).
 """
 
 from __future__ import annotations
@@ -100,3 +102,38 @@ def grounding_loss(img: torch.Tensor, cf: torch.Tensor, ctrl: torch.Tensor, has_
         c_neg = scale * ((img - ctrl) * neg).sum(-1)[has_ctrl]
         loss = loss + (c_pos.pow(2) + c_neg.pow(2)).mean()
     return loss
+
+
+def dpo_margins(pol_w: torch.Tensor, pol_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
+                len_w: torch.Tensor, len_l: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    """Per pair ``z = beta * Delta + alpha * (|y_w| - |y_l|)`` with
+    ``Delta = (s_theta(w) - s_ref(w)) - (s_theta(l) - s_ref(l))``; all arguments [P].
+
+    ``s`` is the image-text similarity in the claim loss's units (``scale * cos``, scale =
+    ``exp(logit_scale)`` clamped at 100); ``w`` / ``l`` the chosen / rejected (image, caption);
+    ``|y|`` caption lengths in tokens of the model's tokenizer.
+
+    **The length term, from CheXalign to caption tokens.** CheXalign (length-regularised DPO after
+    Park et al. 2024) adds ``+ alpha (|y_w| - |y_l|)`` inside the sigmoid, ``|y|`` = the number of
+    *generated* report tokens, the same tokens whose log-probabilities make up the policy's log
+    ratio. A longer chosen response thus gets a free margin: its loss (and gradient) is smaller, so
+    the policy gains less from making long answers likelier and verbosity is not rewarded. Here
+    ``y`` is a caption scored by a contrastive encoder, so ``|y|`` counts the caption's tokens
+    (``VLModel.token_lengths``; the start/end tokens cancel in the difference) and the sign is
+    kept: a chosen caption longer than its foil (typically "no X" against "X") lowers the loss, a
+    shorter one raises it. This counters the length shortcut the MCQ length bias measures (the
+    longer, negated option wins), since the pairs whose winner is the longer caption push the
+    model least. Unlike a log-likelihood, ``s`` does not grow with length, so ``alpha`` is a
+    per-token margin in the same units as ``beta * Delta``. For image-side pairs (the same caption
+    for the factual and the counterfactual image) ``|y_w| = |y_l|`` and the term is 0.
+    """
+    delta = (pol_w - ref_w) - (pol_l - ref_l)
+    return beta * delta + alpha * (len_w - len_l).to(delta.dtype)
+
+
+def dpo_loss(pol_w: torch.Tensor, pol_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
+             len_w: torch.Tensor, len_l: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    """Mean over pairs of ``-log sigmoid(z)`` (:func:`dpo_margins`); 0 without pairs."""
+    if pol_w.numel() == 0:
+        return pol_w.new_zeros(())
+    return -F.logsigmoid(dpo_margins(pol_w, pol_l, ref_w, ref_l, len_w, len_l, beta, alpha)).mean()

@@ -13,6 +13,9 @@ hard_negative   yes      LoRA on all text blocks         0       NegCLIP       p
 topk_layers     yes      LoRA on the top-k CTE blocks    0       CLIP + λ claim k = train.topk_layers
 grounded        yes      LoRA on all text blocks         0       + λ_g ground  counterfactual pairs
 nast-grounded   yes      LoRA on all text blocks         β       + λ_g ground  nast + the same term
+dpo             yes      LoRA on all text blocks         0       CLIP + λ DPO  preference pairs vs.
+                                                                               the frozen base
+nast-dpo        yes      LoRA on all text blocks         β       CLIP + λ DPO  nast + the same term
 =============== ======== =============================== ======= ============ ===================
 
 β = 0 gives α_l^0 = 1 for every layer (including α_l = 0), i.e. exactly uniform LoRA.
@@ -20,6 +23,11 @@ nast-grounded   yes      LoRA on all text blocks         β       + λ_g ground 
 (:func:`nast.train.losses.claim_image_loss`) to every method that trains the claim loss.
 ``grounded`` / ``nast-grounded`` add ``train.lambda_ground`` x the counterfactual grounding loss
 (:func:`nast.train.losses.grounding_loss`) over the train split of the grounding table.
+``dpo`` / ``nast-dpo`` replace the claim loss by ``train.lambda_claim`` x the length-regularised
+DPO loss (:func:`nast.train.losses.dpo_loss`, ``train.dpo_beta``, ``train.dpo_alpha``) on the
+preference pairs of :mod:`nast.train.preference` (true claim or composite caption over its
+polarity / laterality / severity foil; with ``--grounding`` also factual over counterfactual image
+for "X" and the reverse for "no X"), scored against the frozen base model.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from nast.config import params_file as _pf
 from nast.errors import StageError
 
 METHODS = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded",
-           "nast-grounded")
+           "nast-grounded", "dpo", "nast-dpo")
 #: the methods that train on the grounding table's counterfactual pairs
 GROUNDED = ("grounded", "nast-grounded")
+#: the preference (DPO) methods; they read the grounding table's pairs too, where there is one
+DPO = ("dpo", "nast-dpo")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,9 @@ class MethodSpec:
     lambda_claim: float = 1.0
     lambda_image: float = 0.0  # image direction of the claim loss (train.lambda_image)
     lambda_ground: float = 0.0  # counterfactual grounding loss (train.lambda_ground; grounded methods only)
+    lambda_dpo: float = 0.0  # preference loss weight (train.lambda_claim; dpo methods only, claim loss off)
+    dpo_beta: float = 0.0  # train.dpo_beta
+    dpo_alpha: float = 0.0  # train.dpo_alpha
     lr: float = 5e-4
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +99,10 @@ def resolve_method(method: str, params: dict[str, Any], beta: str | float | None
     if method == "nast-grounded":
         return MethodSpec(name=method, base=method, beta=float(params["nast"]["beta"]), lambda_claim=lam,
                           lambda_image=lam_img, lambda_ground=float(tp["lambda_ground"]), lr=lr)
+    if method in DPO:
+        return MethodSpec(name=method, base=method, beta=0.0 if method == "dpo" else float(params["nast"]["beta"]),
+                          lambda_claim=0.0, lambda_image=lam_img, lambda_dpo=lam, dpo_beta=float(tp["dpo_beta"]),
+                          dpo_alpha=float(tp["dpo_alpha"]), lr=lr)
     if method == "full_ft":
         return MethodSpec(name=method, base=method, lora=False, full_ft=True, lambda_claim=lam,
                           lambda_image=lam_img, lr=float(tp["full_ft_lr"]))

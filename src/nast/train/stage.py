@@ -39,6 +39,7 @@ PARAMS_KEYS = ("train", "model", "data.allow_empty")
 PARAMS_KEYS_BY_METHOD = {
     "nast": ("nast.beta", "nast.scale", "nast.normalize"),
     "nast-grounded": ("nast.beta", "nast.scale", "nast.normalize"),
+    "nast-dpo": ("nast.beta", "nast.scale", "nast.normalize"),
     "sweep": ("nast.scale", "nast.normalize"),
 }
 
@@ -58,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "required by nast (beta > 0) and topk_layers")
     parser.add_argument("--grounding", default=None,
                         help="grounding.parquet (nast grounding-data): its train-split counterfactual pairs; "
-                             "required by the grounded methods (grounded, nast-grounded), read by no other")
+                             "required by the grounded methods (grounded, nast-grounded); optional for the "
+                             "preference methods (dpo, nast-dpo: image-side pairs), read by no other")
     parser.add_argument("--base", default=None,
                         help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
                              "default: params model.checkpoint)")
@@ -110,7 +112,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     if stop is None and os.environ.get("NAST_STOP_AFTER_EPOCH"):
         stop = int(os.environ["NAST_STOP_AFTER_EPOCH"])
     inputs = ([args.cohort, args.benchmark, args.contextual] + ([args.layer_weights] if args.layer_weights else [])
-              + ([args.grounding] if args.grounding and spec.lambda_ground > 0 else []))
+              + ([args.grounding] if args.grounding and (spec.lambda_ground > 0 or spec.lambda_dpo > 0) else []))
 
     manifest = {"method": spec.name, "base_method": spec.base, "trained": spec.train, "seed": seed,
                 "epochs": int(tp["epochs"]) if spec.train else 0, "base": params["model"]}
@@ -172,7 +174,9 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         return ReportCaptions(vl, [by_path[p][0] for p in paths], [by_path[p][1] for p in paths], "report")
 
     ground = None
-    if spec.lambda_ground > 0:
+    if spec.lambda_dpo > 0 and not args.grounding:
+        log.warning("%s: no --grounding: text preference pairs only (no image-side pairs)", spec.name)
+    if spec.lambda_ground > 0 or (spec.lambda_dpo > 0 and args.grounding):
         from nast.grounding.texts import PAIR_COLUMNS
 
         if not args.grounding:
@@ -180,7 +184,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         gt = io.read_table(args.grounding, "grounding table", params)
         io.require_columns(gt, PAIR_COLUMNS, args.grounding)
         ground = gt.filter(pl.col("split") == "train").sort("dicom_id", "finding", "box_index")
-        log.info("%s: %d counterfactual pairs (train split, %d with a control) for the grounding loss",
+        log.info("%s: %d counterfactual pairs (train split, %d with a control) for the grounding / DPO loss",
                  spec.name, ground.height, ground["ctrl_path"].is_not_null().sum())
 
     claim_labels = None

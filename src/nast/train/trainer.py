@@ -30,7 +30,11 @@ Method
    R@5 from 0.36 to 0.12-0.24 and did not move the negated-MCQ accuracy. The claim captions are
    the single claims of ``contextual.parquet`` plus, with ``train.composite_claims`` > 0,
    composite claims built from them (:func:`nast.train.data.composite_groups`: several findings,
-   present and absent, in one caption, against foils that flip one of them).
+   present and absent, in one caption, against foils that flip one of them). The preference
+   methods (``dpo``, ``nast-dpo``) replace the claim loss by ``lambda_claim`` x the
+   length-regularised DPO loss over the batch's (image, caption > foil) pairs and ``batch_size``
+   image-side pairs per step (:mod:`nast.train.preference`); the reference scores come from the
+   base model (adapters off), once, before training or resuming.
 4. **Determinism and resume.** Seeds from ``train.seed``; epoch ``e`` is shuffled with its own
    generator seeded by ``(seed, e)``. After every epoch ``OUT/state/epoch_NNN.pt`` holds the
    trainable weights, the optimizer state, the torch RNG states, the epoch and the curve so far
@@ -50,6 +54,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nast.config import params_file as _pf
@@ -268,14 +273,17 @@ def _scale(vl) -> torch.Tensor:
 
 def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: torch.Tensor,
               clip_texts: list[str] | None = None,
-              claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+              claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
+              dpo_text: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Loss of one batch (rows of the caption-group table; img = their image embeddings).
 
     ``clip_texts`` (one per row): the caption the CLIP loss pairs with each image (the study's
     report caption, ``train.clip_caption: report``); None pairs the image with its claim caption.
     The claim loss always scores the claim caption against its foils. ``claim_labels``
     (:func:`nast.train.data.claim_polarity_labels` of all groups) enables the image direction
-    of the claim loss, weighted by ``spec.lambda_image``.
+    of the claim loss, weighted by ``spec.lambda_image``. ``dpo_text``
+    (:func:`nast.train.preference.text_reference` of all groups) adds ``dpo_text_z``: the DPO
+    margins (:func:`nast.train.losses.dpo_margins`) of the batch's caption-over-foil pairs.
     """
     sub = [groups.row(r, named=True) for r in rows]
     captions = [r["caption"] for r in sub]
@@ -303,14 +311,29 @@ def step_loss(vl, spec: MethodSpec, groups: pl.DataFrame, rows: list[int], img: 
         clip = losses.hard_negative_clip_loss(img, pos, neg, scale, nn_mask, neg_mask)
     else:
         clip = losses.clip_loss(img, pos, scale, nn_mask)
-    if spec.lambda_claim > 0 and max_f > 0:
+    foils = None
+    if (spec.lambda_claim > 0 or dpo_text is not None) and max_f > 0:
         foils = cap.new_zeros(len(sub), max_f, cap.shape[-1])
         foils[mask] = foil_flat
+    if spec.lambda_claim > 0 and foils is not None:
         claim = losses.claim_loss(img, cap, foils, mask.to(img.device), scale)
     else:
         claim = cap.new_zeros(())
     loss = clip + spec.lambda_claim * claim
     out = {"clip_loss": clip, "claim_loss": claim}
+    if dpo_text is not None:
+        r = torch.tensor(rows)
+        if foils is None:
+            out["dpo_text_z"] = cap.new_zeros(0)
+        else:
+            use = (dpo_text["use"][r, :max_f] & mask).to(img.device)
+            pol_w = (scale * (img * cap).sum(-1))[:, None].expand(-1, max_f)
+            pol_l = scale * torch.einsum("bd,bfd->bf", img, foils)
+            ref_w = dpo_text["ref_w"][r].to(img.device)[:, None].expand(-1, max_f)
+            len_w = dpo_text["len_w"][r].to(img.device)[:, None].expand(-1, max_f)
+            out["dpo_text_z"] = losses.dpo_margins(
+                pol_w[use], pol_l[use], ref_w[use], dpo_text["ref_l"][r, :max_f].to(img.device)[use],
+                len_w[use], dpo_text["len_l"][r, :max_f].to(img.device)[use], spec.dpo_beta, spec.dpo_alpha)
     if spec.lambda_image > 0 and claim_labels is not None:
         fidx, labels = claim_labels
         r = torch.tensor(rows)
@@ -363,6 +386,11 @@ def train(
     grounding loss: every step also scores ``batch_size`` pairs (a per-epoch permutation, cycled)
     with "X" / "no X" texts drawn anew each epoch (:func:`nast.grounding.texts.phrasing` seeded
     by ``(seed, epoch)``).
+
+    With ``spec.lambda_dpo`` > 0 (``dpo``, ``nast-dpo``) the claim term is the length-regularised
+    DPO loss over the preference pairs (:mod:`nast.train.preference`): the batch's caption-over-foil
+    pairs plus, with ``ground``, ``batch_size`` image-side pairs per step (a per-epoch permutation,
+    cycled); its reference scores are computed here, once, from the base model (adapters off).
     """
     out_dir = Path(out_dir)
     state_dir = out_dir / STATE_DIR
@@ -401,14 +429,15 @@ def train(
             img_all = torch.cat([vl.encode_image(pixels[i : i + 64].to(vl.device)) for i in range(0, len(pixels), 64)])
 
     use_ground = spec.lambda_ground > 0
-    if use_ground:
-        if ground is None or ground.height == 0:
-            raise StageError(f"method {spec.name}: no counterfactual pairs in the train split of the grounding table")
+    use_dpo = spec.lambda_dpo > 0
+    if use_ground and (ground is None or ground.height == 0):
+        raise StageError(f"method {spec.name}: no counterfactual pairs in the train split of the grounding table")
+    if use_ground or (use_dpo and ground is not None and ground.height > 0):
         g_paths = sorted({p for c in ("image_path", "cf_path", "ctrl_path") for p in ground[c].to_list() if p})
         g_idx = {p: i for i, p in enumerate(g_paths)}
         g_pixels = load_images(vl, g_paths, "grounding image")
         g_img = torch.tensor([g_idx[p] for p in ground["image_path"]])
-        g_cf = torch.tensor([g_idx[p] for p in ground["cf_path"]])
+        g_cf = torch.tensor([g_idx[p] if p else g_idx[i] for p, i in zip(ground["cf_path"], ground["image_path"])])
         g_has = torch.tensor([p is not None for p in ground["ctrl_path"]])
         g_ctrl = torch.tensor([g_idx[p] if p else g_idx[i] for p, i in zip(ground["ctrl_path"], ground["image_path"])])
         g_keys = list(ground.select("dicom_id", "finding", "box_index").iter_rows())
@@ -416,6 +445,50 @@ def train(
             with torch.no_grad():
                 g_emb = torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device))
                                    for i in range(0, len(g_pixels), 64)])
+
+    dpo_text = dpo_img = None
+    d_pairs = None
+    if use_dpo:
+        from nast.train import preference
+
+        t_pairs, t_counts = preference.text_pairs(groups)
+        d_pairs, i_counts = preference.image_pairs(ground if ground is not None and ground.height else None, seed)
+        log.info("%s: %d text preference pairs (%s; %d of %d groups without a polarity/laterality/severity foil, "
+                 "%d foils of other types), %d image-side pairs (%d grounding rows, %d without a counterfactual)",
+                 spec.name, t_counts["pairs"],
+                 ", ".join(f"{k} {v}" for k, v in sorted(t_counts["by_foil_type"].items())),
+                 t_counts["groups_without_foil"], t_counts["groups"], t_counts["foils_other_type"],
+                 i_counts["pairs"], i_counts["rows"], i_counts["rows_without_cf"])
+        if t_counts["pairs"] + i_counts["pairs"] == 0:
+            raise StageError(f"method {spec.name}: no preference pairs (no foils, no counterfactuals)")
+        was_training = vl.model.training
+        vl.model.eval()
+        with preference.adapters_disabled(vl.model), torch.no_grad():
+            ref_img = (img_all if not train_vision else
+                       torch.cat([vl.encode_image(pixels[i : i + 64].to(vl.device))
+                                  for i in range(0, len(pixels), 64)]))
+            dpo_text = preference.text_reference(vl, groups, t_pairs, ref_img[row_img], _scale(vl))
+            if d_pairs.height:
+                ref_g = (g_emb if not train_vision else
+                         torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device))
+                                    for i in range(0, len(g_pixels), 64)]))
+                dpo_img = preference.image_reference(vl, d_pairs, {p: ref_g[i] for p, i in g_idx.items()}, _scale(vl))
+                dpo_img["w"] = torch.tensor([g_idx[p] for p in d_pairs["image_w"]])
+                dpo_img["l"] = torch.tensor([g_idx[p] for p in d_pairs["image_l"]])
+                dpo_img["texts"] = d_pairs["caption"].to_list()
+        vl.model.train(was_training)
+
+    def dpo_image_z(step: int, dperm: torch.Tensor) -> torch.Tensor:
+        """DPO margins of step ``step``'s image-side pairs (``batch_size`` of them, cycling ``dperm``)."""
+        m = len(dperm)
+        idx = dperm[torch.arange(step * bs, step * bs + min(bs, m)) % m]
+        t = vl.encode_text_trimmed(_tokens(vl, [dpo_img["texts"][i] for i in idx.tolist()]))
+        sc = _scale(vl)
+        pol_w = sc * (ground_embeddings(dpo_img["w"][idx]) * t).sum(-1)
+        pol_l = sc * (ground_embeddings(dpo_img["l"][idx]) * t).sum(-1)
+        lens = dpo_img["len"][idx].to(t.device)
+        return losses.dpo_margins(pol_w, pol_l, dpo_img["ref_w"][idx].to(t.device), dpo_img["ref_l"][idx].to(t.device),
+                                  lens, lens, spec.dpo_beta, spec.dpo_alpha)
 
     def ground_embeddings(rows: torch.Tensor) -> torch.Tensor:
         return vl.encode_image(g_pixels[rows].to(vl.device)) if train_vision else g_emb[rows]
@@ -468,6 +541,13 @@ def train(
             g_gen = torch.Generator().manual_seed(seed * 100003 + epoch + 7919)
             gperm = torch.randperm(len(g_keys), generator=g_gen)
             g_texts = [phrasing(d, f, k, f"{seed}:{epoch}") for d, f, k in g_keys]
+        if use_dpo:
+            sums["dpo_loss"] = 0.0
+            sums["dpo_text_loss"] = 0.0
+            if dpo_img is not None:
+                sums["dpo_image_loss"] = 0.0
+                d_gen = torch.Generator().manual_seed(seed * 100003 + epoch + 104729)
+                dperm = torch.randperm(len(dpo_img["texts"]), generator=d_gen)
         steps = 0
         epoch_caps = reports.captions(np.random.default_rng([seed, epoch])) if reports is not None else None
         for b in range(0, n, bs):
@@ -479,7 +559,16 @@ def train(
             else:
                 img = img_all[row_img[rows]]
             texts = [epoch_caps[i] for i in row_img[rows].tolist()] if epoch_caps is not None else None
-            out = step_loss(vl, spec, groups, rows, img, texts, claim_labels)
+            out = step_loss(vl, spec, groups, rows, img, texts, claim_labels, dpo_text)
+            if use_dpo:
+                z_t = out.pop("dpo_text_z")
+                z_i = dpo_image_z(steps, dperm) if dpo_img is not None else z_t[:0]
+                z = torch.cat([z_t, z_i])
+                out["dpo_loss"] = -F.logsigmoid(z).mean() if z.numel() else z.new_zeros(())
+                out["dpo_text_loss"] = -F.logsigmoid(z_t).mean() if z_t.numel() else z_t.new_zeros(())
+                if dpo_img is not None:
+                    out["dpo_image_loss"] = -F.logsigmoid(z_i).mean()
+                out["loss"] = out["loss"] + spec.lambda_dpo * out["dpo_loss"]
             if use_ground:
                 out["ground_loss"] = ground_term(steps, gperm, g_texts)
                 out["loss"] = out["loss"] + spec.lambda_ground * out["ground_loss"]
