@@ -29,6 +29,14 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+#: columns the model stages (train, evaluate) read from the contextual and benchmark tables
+CONTEXTUAL_COLUMNS = ("dicom_id", "image_path", "split", "caption", "foil", "foil_type")
+BENCHMARK_COLUMNS = ("dicom_id", "image_path", "split", "correct", "conditions",
+                     "option_A", "option_B", "option_C", "option_D",
+                     "negated_A", "negated_B", "negated_C", "negated_D",
+                     "affirmative_A", "affirmative_B", "affirmative_C", "affirmative_D")
+
+
 def quarantine_frame(rows: Iterable[dict[str, Any]] = ()) -> pl.DataFrame:
     """Build a quarantine table from dicts with keys stage, key, reason[, source]."""
     rows = [

@@ -51,6 +51,10 @@ def test_the_stages_code_is_their_real_import_closure():
             "src/nast/models/configs/nast-tiny-clip.json", "src/nast/tracking.py"} <= set(train)
     assert "src/nast/ingest/mimic.py" not in train
     assert "src/nast/ingest/mimic.py" not in code_deps("permutations", ROOT)
+    # no train <-> evaluate cycle: the evaluations load trained adapters through nast.models.adapters
+    for command in ("evaluate", "evaluate-grounding", "report"):
+        assert not any(f.startswith("src/nast/train/") for f in code_deps(command, ROOT)), command
+    assert "src/nast/models/adapters.py" in code_deps("evaluate", ROOT)
     assert all((ROOT / f).is_file() for f in ingest + train)
 
 

@@ -25,7 +25,7 @@ def _one_batch(vl, world, spec):
     ctx = pl.read_parquet(world["files"]["contextual"])
     groups = caption_groups(ctx, "train")
     rows = list(range(min(4, groups.height)))
-    from nast.train.data import load_images
+    from nast.models.data import load_images
 
     with torch.no_grad():
         img = vl.encode_image(load_images(vl, [groups["image_path"][r] for r in rows]))

@@ -97,7 +97,7 @@ def test_reference_scores_are_the_frozen_base(world):
     groups = caption_groups(pl.read_parquet(world["files"]["contextual"]), "train")
     pairs, counts = preference.text_pairs(groups)
     assert counts["pairs"] > 0
-    from nast.train.data import load_images
+    from nast.models.data import load_images
 
     paths = groups["image_path"].to_list()
     with torch.no_grad():

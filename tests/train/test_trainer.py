@@ -14,8 +14,9 @@ import torch
 
 from nast.cli import main
 from nast.models import load_model
+from nast.models.data import load_images
 from nast.train import trainer
-from nast.train.data import caption_groups, load_images
+from nast.train.data import caption_groups
 from nast.train.methods import resolve_method
 
 

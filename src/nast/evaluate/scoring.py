@@ -12,7 +12,7 @@ import polars as pl
 import torch
 
 from nast.evaluate import metrics as M
-from nast.train.data import load_images, tokens_on_device
+from nast.models.data import load_images, tokens_on_device
 
 
 @torch.no_grad()

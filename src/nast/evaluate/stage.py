@@ -187,9 +187,9 @@ def run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
     from nast import tracking
+    from nast.io import BENCHMARK_COLUMNS, CONTEXTUAL_COLUMNS
     from nast.models import base_params, load_model
-    from nast.train.data import BENCHMARK_COLUMNS, CONTEXTUAL_COLUMNS
-    from nast.train.trainer import load_trained
+    from nast.models.adapters import load_trained
 
     cohort = io.read_table(args.cohort, "cohort", params)
     benchmark = io.read_table(args.benchmark, "benchmark", params)

@@ -105,7 +105,7 @@ def maps_for(vl, df: pl.DataFrame, texts: list[str], method: str, cfg: dict, see
 
     from nast.evaluate.scoring import text_embeddings
     from nast.grounding.attribution import attribute
-    from nast.train.data import load_images
+    from nast.models.data import load_images
 
     txt = text_embeddings(vl, texts)
     out: list[np.ndarray | None] = []
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast import tracking
     from nast.evaluate.stage import _clean
     from nast.models import base_params, load_model
-    from nast.train.trainer import load_trained
+    from nast.models.adapters import load_trained
 
     cfg = params["grounding"]
     table = io.read_table(args.grounding, "grounding table", params)

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nast.errors import StageError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -147,3 +150,28 @@ class ReportCaptions:
     def captions(self, rng: np.random.Generator | None = None) -> list[str]:
         return [build_caption(s, n, self.max_tokens, rng, g)
                 for s, n, g in zip(self.sentences, self.n_tokens, self.groups)]
+
+
+def load_images(vl, paths: list[str], what: str = "image") -> torch.Tensor:
+    """Preprocess each image once -> [N, C, H, W]; a missing/corrupt file stops with its path."""
+    import torch
+
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise StageError(f"{what} not found: {path}")
+        try:
+            with Image.open(path) as img:
+                out.append(vl.preprocess(img))
+        except OSError as exc:
+            raise StageError(f"{what} unreadable: {path}: {exc}") from exc
+    if not out:
+        return torch.empty(0)
+    return torch.stack(out)
+
+
+def tokens_on_device(vl, texts: list[str]) -> dict:
+    """Tokenize and move to the model's device (padding is trimmed later, by
+    ``VLModel.encode_text_trimmed``, for every family)."""
+    return {k: (v.to(vl.device) if hasattr(v, "to") else v) for k, v in vl.tokenize(texts).items()}

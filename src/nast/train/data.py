@@ -12,22 +12,14 @@ tables always give the same order; shuffling is done by the trainer with a seede
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import polars as pl
 import torch
-from PIL import Image
 
 from nast.errors import StageError
-from nast.io import require_columns
+from nast.io import BENCHMARK_COLUMNS, CONTEXTUAL_COLUMNS, require_columns  # noqa: F401 - re-exported
 from nast.text.contextual import PHRASES
 from nast.text.templates import ABSENCE_CUES, join_list, surface_forms
-
-CONTEXTUAL_COLUMNS = ("dicom_id", "image_path", "split", "caption", "foil", "foil_type")
-BENCHMARK_COLUMNS = ("dicom_id", "image_path", "split", "correct", "conditions",
-                     "option_A", "option_B", "option_C", "option_D",
-                     "negated_A", "negated_B", "negated_C", "negated_D",
-                     "affirmative_A", "affirmative_B", "affirmative_C", "affirmative_D")
 
 
 def caption_groups(contextual: pl.DataFrame, split: str, source: str = "contextual.parquet") -> pl.DataFrame:
@@ -184,23 +176,6 @@ def benchmark_split(benchmark: pl.DataFrame, split: str, source: str = "benchmar
     return benchmark.filter(pl.col("split") == split).sort(["dicom_id"])
 
 
-def load_images(vl, paths: list[str], what: str = "image") -> torch.Tensor:
-    """Preprocess each image once -> [N, C, H, W]; a missing/corrupt file stops with its path."""
-    out = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise StageError(f"{what} not found: {path}")
-        try:
-            with Image.open(path) as img:
-                out.append(vl.preprocess(img))
-        except OSError as exc:
-            raise StageError(f"{what} unreadable: {path}: {exc}") from exc
-    if not out:
-        return torch.empty(0)
-    return torch.stack(out)
-
-
 def not_negative_mask(image_keys: list[str], captions: list[str]) -> torch.Tensor:
     """[B,B] True where pair (i, j) is not a true negative: same image or identical caption text."""
     b = len(image_keys)
@@ -210,9 +185,3 @@ def not_negative_mask(image_keys: list[str], captions: list[str]) -> torch.Tenso
             if i != j and (image_keys[i] == image_keys[j] or captions[i] == captions[j]):
                 m[i, j] = True
     return m
-
-
-def tokens_on_device(vl, texts: list[str]) -> dict:
-    """Tokenize and move to the model's device (padding is trimmed later, by
-    ``VLModel.encode_text_trimmed``, for every family)."""
-    return {k: (v.to(vl.device) if hasattr(v, "to") else v) for k, v in vl.tokenize(texts).items()}

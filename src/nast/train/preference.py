@@ -107,14 +107,14 @@ def adapters_disabled(model: nn.Module) -> Iterator[None]:
 
 def text_lengths(vl, texts: list[str], chunk: int = 512) -> torch.Tensor:
     """Caption lengths ``|y|`` in tokens of the model's tokenizer (``VLModel.token_lengths``), [N]."""
-    from nast.train.data import tokens_on_device
+    from nast.models.data import tokens_on_device
 
     out = [vl.token_lengths(tokens_on_device(vl, texts[i : i + chunk])).cpu() for i in range(0, len(texts), chunk)]
     return torch.cat(out).long() if out else torch.zeros(0, dtype=torch.long)
 
 
 def encode_texts(vl, texts: list[str], chunk: int = 256) -> torch.Tensor:
-    from nast.train.data import tokens_on_device
+    from nast.models.data import tokens_on_device
 
     return torch.cat([vl.encode_text_trimmed(tokens_on_device(vl, texts[i : i + chunk]))
                       for i in range(0, len(texts), chunk)])

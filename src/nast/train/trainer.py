@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -59,15 +58,23 @@ from torch import nn
 
 from nast.config import params_file as _pf
 from nast.errors import StageError
+from nast.models.adapters import (  # noqa: F401 - the adapter format, shared with the evaluation
+    ADAPTER_CONFIG,
+    ADAPTER_FILE,
+    inject_lora,
+    load_trainable_state,
+    load_trained,
+    pin_mha_base_weights,
+    trainable_state,
+)
+from nast.models.data import load_images, tokens_on_device
 from nast.train import losses
-from nast.train.data import load_images, not_negative_mask, opposite_mask, tokens_on_device
+from nast.train.data import not_negative_mask, opposite_mask
 from nast.train.methods import MethodSpec
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
-ADAPTER_FILE = "adapter.pt"
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 # ----------------------------------------------------------------------------- layer weights
@@ -178,49 +185,6 @@ def apply_method(vl, spec: MethodSpec, train_params: dict[str, Any], lw: pl.Data
     return info
 
 
-def inject_lora(model: nn.Module, targets: list[str], train_params: dict[str, Any]) -> nn.Module:
-    from peft import LoraConfig, inject_adapter_in_model
-
-    regex = "^(?:" + "|".join(re.escape(t) for t in targets) + ")$"
-    cfg = LoraConfig(r=int(train_params["lora_r"]), lora_alpha=float(train_params["lora_alpha"]),
-                     lora_dropout=float(train_params["lora_dropout"]), target_modules=regex, bias="none")
-    inject_adapter_in_model(cfg, model)
-    for n, p in model.named_parameters():
-        p.requires_grad_("lora_" in n)
-    pin_mha_base_weights(model)
-    return model
-
-
-def pin_mha_base_weights(model: nn.Module) -> int:
-    """Keep the frozen base weights of PEFT-adapted ``nn.MultiheadAttention`` bit-exact.
-
-    PEFT adapts an MHA by merging the LoRA delta into ``in_proj_weight`` / ``out_proj.weight``
-    before the forward and subtracting it afterwards; ``(W + d) - d`` is not ``W`` in floating
-    point, so the frozen base drifts a little with every forward (and the drift is in no
-    checkpoint). A forward hook restores the pristine base weights after every call, which makes
-    training, resuming and evaluation exactly reproducible. Returns the number of MHAs pinned.
-    """
-    from peft.tuners.lora.layer import MultiheadAttention as LoraMHA
-
-    n = 0
-    for module in model.modules():
-        if isinstance(module, LoraMHA) and not getattr(module, "_nast_pinned", False):
-            base = module.get_base_layer()
-            clean_in = base.in_proj_weight.detach().clone()
-            clean_out = base.out_proj.get_base_layer().weight.detach().clone()
-
-            def restore(mod, _inputs, _output, clean_in=clean_in, clean_out=clean_out):
-                b = mod.get_base_layer()
-                with torch.no_grad():
-                    b.in_proj_weight.data.copy_(clean_in)
-                    b.out_proj.get_base_layer().weight.data.copy_(clean_out)
-
-            module.register_forward_hook(restore)
-            module._nast_pinned = True
-            n += 1
-    return n
-
-
 def adapted_modules(model: nn.Module) -> list[str]:
     """Names of modules that carry a LoRA adapter (PEFT LoraLayer).
 
@@ -246,20 +210,6 @@ def scale_gradients(groups: dict[int, list[nn.Parameter]], scales: list[float]) 
         for p in params:
             if p.grad is not None:
                 p.grad.mul_(s)
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    params = dict(model.named_parameters())
-    missing = [n for n in state if n not in params]
-    if missing:
-        raise StageError(f"{source}: parameters not in the model: {missing[:3]}")
-    with torch.no_grad():
-        for n, t in state.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
 
 
 # ---------------------------------------------------------------------------------- loop
@@ -608,28 +558,3 @@ def copy_file(src: str | Path, dst: str | Path) -> None:
 
     with atomic_write(dst) as tmp:
         shutil.copyfile(src, tmp)
-
-
-def load_trained(vl, model_dir: str | Path, train_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Apply a trained method from ``model_dir`` to a freshly loaded base ``vl`` (in place).
-
-    Returns the adapter config (``{"trained": False}`` for zero_shot).
-    """
-    import json
-
-    model_dir = Path(model_dir)
-    cfg_path = model_dir / ADAPTER_CONFIG
-    manifest = model_dir / "manifest.json"
-    if not cfg_path.is_file():
-        if manifest.is_file() and not json.loads(manifest.read_text()).get("trained", True):
-            return {"trained": False}
-        raise StageError(f"trained model not found: {cfg_path}")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("targets"):
-        inject_lora(vl.model, cfg["targets"], cfg["lora"])
-    weights = model_dir / ADAPTER_FILE
-    if not weights.is_file():
-        raise StageError(f"adapter weights not found: {weights}")
-    load_trainable_state(vl.model, torch.load(weights, map_location="cpu", weights_only=True), str(weights))
-    vl.model.eval()
-    return cfg
