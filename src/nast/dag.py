@@ -445,17 +445,9 @@ def render(stages: dict[str, dict], facts: str) -> str:
         else:
             lines += _body_lines(stage, 4)
         lines.append("")
-    lines.append("metrics:")
-    lines += [f"  - {_scalar(m)}" for m in METRICS]
+    lines += _list_lines("metrics", METRICS, 0)
     lines.append("")
-    lines.append("plots:")
-    for p in PLOTS:
-        if isinstance(p, dict):
-            (path, opts), = p.items()
-            lines.append(f"  - {_scalar(path)}:")
-            lines += [f"      {k}: {_scalar(v)}" for k, v in opts.items()]
-        else:
-            lines.append(f"  - {_scalar(p)}")
+    lines += _list_lines("plots", PLOTS, 0)
     text = "\n".join(lines) + "\n"
     expected = {"stages": stages, "metrics": METRICS, "plots": PLOTS}
     parsed = yaml.safe_load(text)
