@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -207,11 +206,10 @@ def to_chexpert_csv(labels: pl.DataFrame) -> str:
 
 def _write_csv_text(text: str, path: Path) -> None:
     if path.name.endswith(".gz"):
-        from nast.io import _atomic_target  # the same temp-and-rename as every other write
+        from nast.io import atomic_write  # the same temp-and-rename as every other write
 
-        target, tmp = _atomic_target(path)
-        tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
-        os.replace(tmp, target)
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
     else:
         write_text(text, path)
 

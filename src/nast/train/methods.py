@@ -74,7 +74,7 @@ def resolve_method(method: str, params: dict[str, Any], beta: str | float | None
         raise StageError(f"{_pf()} / --method: unknown method {method!r} (choose from {', '.join(METHODS)})")
     tp = params["train"]
     lam = float(tp["lambda_claim"])
-    lam_img = float(tp.get("lambda_image", 0.0))
+    lam_img = float(tp["lambda_image"])
     lr = float(tp["lr"])
     if beta is not None and method != "nast":
         raise StageError(f"--beta applies to --method nast only (got --method {method})")

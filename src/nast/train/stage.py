@@ -130,8 +130,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     benchmark = io.read_table(args.benchmark, "benchmark", params)
     groups = caption_groups(contextual, "train", source=args.contextual)
     n_single = groups.height
-    if int(tp.get("composite_claims", 0)) > 0:
-        extra = composite_groups(groups, int(tp["composite_claims"]), int(tp.get("composite_parts", 3)), seed)
+    if int(tp["composite_claims"]) > 0:
+        extra = composite_groups(groups, int(tp["composite_claims"]), int(tp["composite_parts"]), seed)
         groups = pl.concat([groups, extra], how="diagonal").sort(["dicom_id", "caption"])
     benchmark_split(benchmark, "validate", source=args.benchmark)  # structural check only
     lw = trainer.read_layer_weights(args.layer_weights) if args.layer_weights else None
@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         raise StageError(f"--method {args.method} needs --layer-weights (reports/cte/layer_weights.csv)")
 
     torch.manual_seed(seed)
-    vl = load_model(params["model"], device=params["model"].get("device", "auto"))
+    vl = load_model(params["model"], device=params["model"]["device"])
     info = trainer.apply_method(vl, spec, tp, lw)
     n_layers = vl.n_text_layers
     scales = (trainer.layer_scales(lw, n_layers, spec.beta, source=str(args.layer_weights))
@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],
                                         "scales": scales, "scale_mode": scale_mode,
                                         "inputs": tracking.data_hash(inputs)})
-    clip_caption = tp.get("clip_caption", "report")
+    clip_caption = tp["clip_caption"]
     cohort = io.read_table(args.cohort, "cohort", params) if clip_caption == "report" else None
 
     def report_captions(paths: list[str]):
