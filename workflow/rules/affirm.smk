@@ -6,9 +6,8 @@ rule affirm:
     output:
         benchmark=BENCHMARK,
         quarantine=quarantine("affirm"),
-        summary=BENCHMARK.replace(".parquet", ".summary.json"),
-        gate_json=f"{VALIDATION}/benchmark.json",
-        gate_md=f"{VALIDATION}/benchmark.md",
+        summary=summary_beside(BENCHMARK),
+        **gate_outputs("benchmark"),
     params:
         file=PARAMS,
         report_dir=VALIDATION,

@@ -6,8 +6,7 @@ rule claims:
     output:
         claims=CLAIMS,
         quarantine=quarantine("claims"),
-        gate_json=f"{VALIDATION}/claims.json",
-        gate_md=f"{VALIDATION}/claims.md",
+        **gate_outputs("claims"),
     params:
         file=PARAMS,
         report_dir=VALIDATION,

@@ -54,9 +54,15 @@ def quarantine(stage):
     return f"data/interim/quarantine/{stage}.parquet"
 
 
-def summary_file(stage):
-    """The counts written beside a stage's quarantine table (rows in / kept / quarantined)."""
-    return f"data/interim/quarantine/{stage}.summary.json"
+def summary_beside(table):
+    """The counts a stage writes beside a table it writes (rows in / kept / quarantined):
+    <stem>.summary.json, the name the stages derive from --out / --quarantine."""
+    return table[: -len(".parquet")] + ".summary.json"
+
+
+def gate_outputs(suite):
+    """The Great Expectations report a gated stage writes into --report-dir (VALIDATION)."""
+    return dict(gate_json=f"{VALIDATION}/{suite}.json", gate_md=f"{VALIDATION}/{suite}.md")
 
 
 def base_model():

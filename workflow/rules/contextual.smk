@@ -7,8 +7,7 @@ rule contextual:
     output:
         contextual=CONTEXTUAL,
         quarantine=quarantine("contextual"),
-        gate_json=f"{VALIDATION}/contextual.json",
-        gate_md=f"{VALIDATION}/contextual.md",
+        **gate_outputs("contextual"),
     params:
         file=PARAMS,
         report_dir=VALIDATION,

@@ -10,8 +10,7 @@ rule grounding_data:
         table=GROUNDING,
         cf=directory(GROUNDING_CF),
         quarantine=quarantine("grounding_data"),
-        gate_json=f"{VALIDATION}/grounding.json",
-        gate_md=f"{VALIDATION}/grounding.md",
+        **gate_outputs("grounding"),
     params:
         file=PARAMS,
         cfg=cfg_params(*declared("grounding-data")),

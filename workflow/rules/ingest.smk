@@ -6,9 +6,8 @@ rule ingest:
     output:
         cohort=COHORT,
         quarantine=quarantine("ingest"),
-        summary=summary_file("ingest"),
-        gate_json=f"{VALIDATION}/cohort.json",
-        gate_md=f"{VALIDATION}/cohort.md",
+        summary=summary_beside(quarantine("ingest")),
+        **gate_outputs("cohort"),
     params:
         file=PARAMS,
         report_dir=VALIDATION,

@@ -6,9 +6,8 @@ rule mcq:
     output:
         mcq=MCQ,
         quarantine=quarantine("mcq"),
-        summary=MCQ.replace(".parquet", ".summary.json"),
-        gate_json=f"{VALIDATION}/mcq.json",
-        gate_md=f"{VALIDATION}/mcq.md",
+        summary=summary_beside(MCQ),
+        **gate_outputs("mcq"),
     params:
         file=PARAMS,
         report_dir=VALIDATION,

@@ -6,9 +6,8 @@ rule permutations:
     output:
         permutations=PERMUTATIONS,
         quarantine=quarantine("permutations"),
-        summary=summary_file("permutations"),
-        gate_json=f"{VALIDATION}/permutations.json",
-        gate_md=f"{VALIDATION}/permutations.md",
+        summary=summary_beside(quarantine("permutations")),
+        **gate_outputs("permutations"),
     params:
         file=PARAMS,
         report_dir=VALIDATION,
