@@ -1,7 +1,7 @@
 """The code a stage runs: the ``src/nast`` files its entry module imports, from the import graph.
 
-Each Snakemake rule lists these files as inputs (``code=code_deps("<command>")`` in
-workflow/rules/common.smk) and the generated dvc.yaml lists them as deps, so a code change reruns
+Each Snakemake rule lists these files as inputs (``code=code("<command>")``, which calls
+:func:`code_deps`, in workflow/rules/common.smk) and the generated dvc.yaml lists them as deps, so a code change reruns
 exactly the stages whose code changed, in both DAGs. Nothing is hand-listed:
 
 * the entry module of a stage is its ``nast`` subcommand's module (:data:`nast.cli.COMMANDS`),
@@ -11,8 +11,8 @@ exactly the stages whose code changed, in both DAGs. Nothing is hand-listed:
   :mod:`ast` (nothing is imported, so this is fast and needs no torch);
 * importing ``nast.a.b`` runs ``nast/__init__.py`` and ``nast/a/__init__.py``, so they are included;
 * package data a reached package ships (its non-Python files and those under its ``data/`` and
-  ``configs/`` folders: the params schema, the reader's rule tables, the tiny model configs) are
-  included with the package.
+  ``configs/`` folders: the params schema, the reader's rule tables, the demo model's config) are
+  included with the package (the test models' configs in ``nast/models/tiny`` are read by no stage).
 
 The params keys a stage reads are declared once, in its module (``PARAMS_KEYS``, and for train
 ``PARAMS_KEYS_BY_METHOD``); :func:`declared_params` reads them the same way (the literal, without
@@ -182,8 +182,11 @@ def undeclared_reads(folder: str | Path, root: str | Path, exempt: tuple[str, ..
         if module is None or _literal(module, "PARAMS_KEYS") is None:
             continue
         method = None
-        if command == "train":
-            method = "sweep" if "--beta" in argv else argv[argv.index("--method") + 1] if "--method" in argv else None
+        if command == "train" and "--method" in argv:
+            from nast.train.stage import keys_method
+
+            beta = argv[argv.index("--beta") + 1] if "--beta" in argv else None
+            method = keys_method(argv[argv.index("--method") + 1], beta)
         declared = declared_params(command, method, root)
         runs[command] = runs.get(command, 0) + 1
         for key in rec["keys"]:
