@@ -60,7 +60,7 @@ def main() -> int:
         per_layer_example_cte,
         trace_pairs,
     )
-    from nast.trace.stage import probing_pairs
+    from nast.trace.pairs import probing_pairs
 
     torch.set_num_threads(args.threads)
     params = load_params(args.params)

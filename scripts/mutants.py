@@ -117,17 +117,17 @@ MUTANTS: tuple[Mutant, ...] = (
            "stat = stat - other[idx].mean(axis=1)",
            "stat = stat - other[np.random.default_rng(seed + 1).integers(0, hits.size, size=idx.shape)].mean(axis=1)",
            (METRICS, ORACLE)),
-    # ---- the evaluate stage (src/nast/evaluate/stage.py)
-    Mutant("gap_sign_flipped", "src/nast/evaluate/stage.py",
+    # ---- the evaluate core and stage (src/nast/evaluate/evaluation.py, src/nast/stages/evaluate.py)
+    Mutant("gap_sign_flipped", "src/nast/evaluate/evaluation.py",
            'f"{prefix}_gap": M.accuracy(aff) - M.accuracy(neg),', 'f"{prefix}_gap": M.accuracy(neg) - M.accuracy(aff),',
            EVAL),
-    Mutant("auroc_keeps_uncertain_labels", "src/nast/evaluate/stage.py",
+    Mutant("auroc_keeps_uncertain_labels", "src/nast/evaluate/evaluation.py",
            "keep = np.isin(labels, [0, 1]) & ~test[c].is_null().to_numpy()",
            "keep = np.isin(labels, [-1, 0, 1]) & ~test[c].is_null().to_numpy()", EVAL),
-    Mutant("retrieval_texts_impression_only", "src/nast/evaluate/stage.py",
+    Mutant("retrieval_texts_impression_only", "src/nast/evaluate/evaluation.py",
            'pairs["impression"].to_list(), "report").captions(None)',
            'pairs["impression"].to_list(), "impression").captions(None)', (ORACLE,)),
-    Mutant("evaluate_ignores_the_trained_adapter", "src/nast/evaluate/stage.py",
+    Mutant("evaluate_ignores_the_trained_adapter", "src/nast/stages/evaluate.py",
            "cfg = load_trained(vl, args.model_dir)", 'cfg = {"trained": False}', (ORACLE,)),
     # ---- losses and the objective (src/nast/train/losses.py, trainer.py)
     Mutant("claim_loss_dropped", "src/nast/train/trainer.py",
@@ -147,7 +147,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("hard_negatives_dropped", "src/nast/train/trainer.py",
            "clip = losses.hard_negative_clip_loss(img, pos, neg, scale, nn_mask, neg_mask)",
            "clip = losses.clip_loss(img, pos, scale, nn_mask)", (OBJECTIVE,)),
-    # ---- NAST's per-block scaling (trainer.py, train/stage.py)
+    # ---- NAST's per-block scaling (trainer.py, stages/train.py)
     Mutant("nast_lr_replaced_by_freezing_alpha0", "src/nast/train/trainer.py",
            'pg = [{"params": ps, "lr": spec.lr * scales[i]} for i, ps in blocks.items() if ps]',
            'pg = [{"params": ps, "lr": spec.lr * (1.0 if scales[i] > 0 else 0.0)} for i, ps in blocks.items() if ps]',
@@ -177,7 +177,7 @@ MUTANTS: tuple[Mutant, ...] = (
            'log.warning("MLflow tracking failed for %s (%s stage): %s: %s; continuing without it", method, stage,',
            'log.debug("MLflow tracking failed for %s (%s stage): %s: %s; continuing without it", method, stage,',
            (TRACKING,)),
-    Mutant("tracking_retrieval_metrics_not_logged", "src/nast/evaluate/stage.py",
+    Mutant("tracking_retrieval_metrics_not_logged", "src/nast/stages/evaluate.py",
            'flat.update({f"retrieval_{k}": v for k, v in result["retrieval"].items()})', "flat.update({})",
            (TRACKING,)),
     # ---- generated benchmark text (src/nast/text/templates.py)

@@ -1,6 +1,7 @@
 """The ``nast`` command line: one subcommand per pipeline stage.
 
-Each stage lives in its own module exposing::
+Each DAG stage lives in its own module, ``nast.stages.<rule>`` (named like its Snakemake rule and DVC
+stage), and each tool that is no stage in ``nast.tools.<command>``; both expose::
 
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     def run(args: argparse.Namespace, params: dict) -> int: ...
@@ -23,27 +24,29 @@ from pathlib import Path
 
 #: subcommand -> (module, one-line help). Order = DAG order.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("nast.demo.cli", "write the synthetic demo dataset in the MIMIC-CXR-JPG layout"),
-    "ingest": ("nast.ingest.cli", "read MIMIC-CXR-JPG / Open-i / demo into the cohort table (+ quarantine)"),
-    "permutations": ("nast.permutations", "NAST label permutations: k conditions, options A-D, correct letter"),
-    "mcq": ("nast.text.mcq", "write negated multiple-choice questions (template or LLM), each verified"),
-    "affirm": ("nast.text.affirm", "affirmative rewrites of the negated options, verified cue-free"),
-    "extract-claims": ("nast.text.claims",
+    "demo-data": ("nast.stages.demo_data", "write the synthetic demo dataset in the MIMIC-CXR-JPG layout"),
+    "ingest": ("nast.stages.ingest", "read MIMIC-CXR-JPG / Open-i / demo into the cohort table (+ quarantine)"),
+    "permutations": ("nast.stages.permutations", "NAST label permutations: k conditions, options A-D, correct letter"),
+    "mcq": ("nast.stages.mcq", "write negated multiple-choice questions (template or LLM), each verified"),
+    "affirm": ("nast.stages.affirm", "affirmative rewrites of the negated options, verified cue-free"),
+    "extract-claims": ("nast.tools.extract_claims",
                        "extract (finding, polarity, location, severity) claims from any report CSV"),
-    "claims": ("nast.text.claims_stage", "extract claims from the cohort's reports"),
-    "label": ("nast.text.label", "CheXpert-style 4-state labels (1/0/-1/blank) for any report CSV, read by the reader"),
-    "contextual": ("nast.text.contextual", "true contextual captions and minimal-edit foils"),
-    "mednega": ("nast.text.mednega", "export/import the official MedNega-CXR JSON benchmark layout"),
-    "pretrain-base": ("nast.models.pretrain", "pretrain the tiny demo open_clip model (CLIP loss)"),
-    "trace": ("nast.trace.stage", "causal tracing effects (CTE) per text-encoder layer"),
-    "train": ("nast.train.stage", "train NAST or a baseline (LoRA through PEFT, alpha_l^beta gradient scaling)"),
-    "evaluate": ("nast.evaluate.stage", "evaluate a method: MCQ negated/affirmative, claims, retrieval, AUROC"),
-    "grounding-data": ("nast.grounding.grounding_data",
+    "claims": ("nast.stages.claims", "extract claims from the cohort's reports"),
+    "label": ("nast.tools.label",
+              "CheXpert-style 4-state labels (1/0/-1/blank) for any report CSV, read by the reader"),
+    "contextual": ("nast.stages.contextual", "true contextual captions and minimal-edit foils"),
+    "mednega": ("nast.tools.mednega", "export/import the official MedNega-CXR JSON benchmark layout"),
+    "pretrain-base": ("nast.stages.pretrain_base", "pretrain the tiny demo open_clip model (CLIP loss)"),
+    "trace": ("nast.stages.trace", "causal tracing effects (CTE) per text-encoder layer"),
+    "train": ("nast.stages.train", "train NAST or a baseline (LoRA through PEFT, alpha_l^beta gradient scaling)"),
+    "evaluate": ("nast.stages.evaluate", "evaluate a method: MCQ negated/affirmative, claims, retrieval, AUROC"),
+    "grounding-data": ("nast.stages.grounding_data",
                        "finding boxes -> counterfactual images (finding removed) and background controls"),
-    "evaluate-grounding": ("nast.grounding.evaluate_grounding",
+    "evaluate-grounding": ("nast.stages.evaluate_grounding",
                            "score a method on counterfactual pairs: polarity, localisation, verified attribution"),
-    "report": ("nast.report", "summary tables and plots over all evaluated methods"),
-    "dvc-yaml": ("nast.dag", "write dvc.yaml from the Snakemake DAG for params.yaml (same stages as the Snakefile)"),
+    "report": ("nast.stages.report", "summary tables and plots over all evaluated methods"),
+    "dvc-yaml": ("nast.tools.dvc_yaml",
+                 "write dvc.yaml from the Snakemake DAG for params.yaml (same stages as the Snakefile)"),
 }
 
 

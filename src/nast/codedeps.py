@@ -183,7 +183,7 @@ def undeclared_reads(folder: str | Path, root: str | Path, exempt: tuple[str, ..
             continue
         method = None
         if command == "train" and "--method" in argv:
-            from nast.train.stage import keys_method
+            from nast.stages.train import keys_method
 
             beta = argv[argv.index("--beta") + 1] if "--beta" in argv else None
             method = keys_method(argv[argv.index("--method") + 1], beta)

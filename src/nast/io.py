@@ -188,3 +188,14 @@ def require_columns(df: pl.DataFrame, columns: Iterable[str], source: str | Path
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise StageError(f"{source}: missing column(s): {', '.join(repr(c) for c in missing)}")
+
+
+def json_safe(obj):
+    """NaN -> None (and keys to str) so the JSON written is standard."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj

@@ -25,7 +25,6 @@ pipeline run together with the CTE heatmap.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -40,28 +39,12 @@ from nast.errors import StageError
 
 log = logging.getLogger(__name__)
 
-#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
-#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
-PARAMS_KEYS = ("evaluate.bootstrap", "evaluate.seed", "data.source")
 
 ORDER = ("zero_shot", "lora_uniform", "nast", "full_ft", "hard_negative", "topk_layers", "grounded", "nast-grounded",
          "dpo", "nast-dpo")
 HEADLINE = ("mcq_negated_acc", "mcq_affirmative_acc", "mcq_gap", "claim_acc", "retrieval_r5")
 BETA_RE = re.compile(r"^nast-beta(?P<beta>[0-9.]+)$")
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--eval-dir", required=True, help="folder of reports/eval/{method}.json")
-    parser.add_argument("--out", required=True, help="tables folder, e.g. reports/tables")
-    parser.add_argument("--plots", required=True, help="plots folder, e.g. reports/plots")
-    parser.add_argument("--models-dir", default="models", help="trained models (for */curve.csv; default: models)")
-    parser.add_argument("--cte-dir", default="reports/cte",
-                        help="CTE outputs (heatmap logged to MLflow; default: reports/cte)")
-    parser.add_argument("--grounding-dir", default=None,
-                        help="reports/grounding (nast evaluate-grounding): grounding.csv, attribution.csv, "
-                             "example picture")
-    parser.add_argument("--grounding-table", default=None,
-                        help="grounding.parquet (the pairs' images, for the example picture); with --grounding-dir")
 
 
 def method_key(name: str) -> tuple:
@@ -387,29 +370,3 @@ def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: P
     return files
 
 
-def run(args: argparse.Namespace, params: dict) -> int:
-    from nast import tracking
-
-    evals = load_evals(args.eval_dir)
-    curves = read_curves(args.models_dir)
-    files = build(evals, curves, Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
-                  seed=int(params["evaluate"]["seed"]))
-    log.info("report: %d methods, %d training curves -> %s, %s", len(evals), len(curves), args.out, args.plots)
-    if args.grounding_dir:
-        files.update(build_grounding(Path(args.grounding_dir),
-                                     Path(args.grounding_table) if args.grounding_table else None,
-                                     Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
-                                     seed=int(params["evaluate"]["seed"])))
-        log.info("report: grounding tables -> %s", args.out)
-    flat = {}
-    for e in evals:
-        for k in HEADLINE:
-            if isinstance(e.get(k), (int, float)):
-                flat[f"{e['method']}.{k}"] = e[k]
-    extra = [p for p in (Path(args.cte_dir) / "heatmap.png", Path(args.cte_dir) / "layers.png",
-                         Path(args.cte_dir) / "layer_weights.csv") if p.is_file()]
-    # the example picture shows patients' images: logged to MLflow on the demo only
-    plots = ([Path(args.plots)] if params["data"]["source"] == "demo"
-             else [p for p in sorted(Path(args.plots).glob("*.png")) if p.name != "grounding_examples.png"])
-    tracking.log_pipeline_artifacts(params, [Path(args.out), *plots, *extra], flat)
-    return 0

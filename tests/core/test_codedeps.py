@@ -47,7 +47,7 @@ def test_the_stages_code_is_their_real_import_closure():
     assert "src/nast/params.schema.yaml" in ingest and "src/nast/cli.py" in ingest
     assert not any(f.startswith("src/nast/train/") for f in ingest)
     train = code_deps("train", ROOT)
-    assert {"src/nast/train/stage.py", "src/nast/train/losses.py", "src/nast/models/families.py",
+    assert {"src/nast/stages/train.py", "src/nast/train/losses.py", "src/nast/models/families.py",
             "src/nast/models/configs/nast-tiny-clip.json", "src/nast/tracking.py"} <= set(train)
     assert "src/nast/ingest/mimic.py" not in train
     assert "src/nast/ingest/mimic.py" not in code_deps("permutations", ROOT)

@@ -274,8 +274,8 @@ def test_the_world_tells_the_figures_apart(oracles):
 def test_oracle_inputs_match_the_stage_inputs(oracle_world, oracles):
     """The oracle's report texts are the stage's (impression first, then the findings sentences),
     and its control pairs every claim with another patient's image - the same pairing as the stage."""
+    from nast.evaluate.evaluation import retrieval_pairs
     from nast.evaluate.scoring import other_subject_images
-    from nast.evaluate.stage import retrieval_pairs
     from nast.models.data import ReportCaptions
 
     world = oracle_world[0]

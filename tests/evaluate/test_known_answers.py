@@ -30,7 +30,7 @@ from stub_model import StubVL, basis, grey_images, unit
 
 from nast.conditions import CHEXPERT_COLUMNS, CONDITIONS
 from nast.evaluate import scoring as S
-from nast.evaluate.stage import evaluate
+from nast.evaluate.evaluation import evaluate
 
 DIM = 8
 E = [basis(k, DIM) for k in range(DIM)]

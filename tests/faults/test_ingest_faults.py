@@ -13,7 +13,7 @@ from PIL import Image
 
 from nast.config import section_defaults
 from nast.errors import StageError
-from nast.ingest.cli import ingest
+from nast.ingest.sources import ingest
 
 DATA = {**section_defaults("data"), "source": "mimic", "root": "unused", "reports_zip": None, "views": ["PA", "AP"],
         "require_report": True, "check_images": True, "split_fractions": {"train": 0.7, "validate": 0.1, "test": 0.2},

@@ -13,7 +13,7 @@ from nast.conditions import CHEXPERT_COLUMNS
 from nast.config import section_defaults
 from nast.errors import StageError
 from nast.ingest import COHORT_COLUMNS, cohort_gate_frame
-from nast.ingest.cli import ingest
+from nast.ingest.sources import ingest
 
 DATA = {**section_defaults("data"),
     "source": "mimic",

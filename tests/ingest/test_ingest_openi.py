@@ -9,8 +9,8 @@ from PIL import Image
 
 from nast.conditions import CHEXPERT_COLUMNS
 from nast.config import section_defaults
-from nast.ingest.cli import ingest
 from nast.ingest.openi import dicom_id_of, mesh_labels, view_of
+from nast.ingest.sources import ingest
 
 N = 40
 

@@ -158,7 +158,7 @@ def test_surface_forms_are_recognised_by_checker():
 
 def test_parallel_verifier_matches_polarity_check(monkeypatch, mcq_small):
     """The forked nlp.pipe path gives exactly polarity.check / has_negation_cue per text."""
-    from nast.text import mcq as mcq_mod
+    from nast.text import generation as mcq_mod
 
     _, mcq, _, _ = mcq_small
     monkeypatch.setattr(mcq_mod, "MIN_PARALLEL_TEXTS", 10)

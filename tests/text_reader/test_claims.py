@@ -8,7 +8,7 @@ import pytest
 from nast.cli import main
 from nast.errors import StageError
 from nast.text.claims import CLAIM_SCHEMA, extract_claims
-from nast.text.claims_stage import OUTPUT_COLUMNS, cohort_claims
+from nast.text.cohort_claims import OUTPUT_COLUMNS, cohort_claims
 
 REPORTS = pl.DataFrame(
     {

@@ -163,7 +163,7 @@ def test_generator_takes_any_rule_set(tmp_path):
              "zero_shot": ([], [], [])}
     for m, (args, deps, keys) in extra.items():
         cmd = " ".join(["nast train --method", m, "--cohort data/p.parquet", *args, f"--out models/{m}"])
-        jobs[f"train@{m}"] = _job("train", 1, "method", cmd, ["data/p.parquet", "src/nast/train/stage.py", *deps],
+        jobs[f"train@{m}"] = _job("train", 1, "method", cmd, ["data/p.parquet", "src/nast/stages/train.py", *deps],
                                   [f"models/{m}", f"reports/eval/{m}.json"], ["train", *keys], f"logs/train/{m}.log")
     params = {"data": {"source": "demo", "root": "data/raw"}, "train": {"epochs": 1},
               "nast": {"beta": 1.0, "scale": "lr"}, "methods": list(extra)}

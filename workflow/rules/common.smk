@@ -164,7 +164,7 @@ def cfg_params(*keys):
 
 
 def train_keys(method):
-    """params.yaml keys a training job reads (train/stage.py PARAMS_KEYS + PARAMS_KEYS_BY_METHOD);
+    """params.yaml keys a training job reads (src/nast/stages/train.py PARAMS_KEYS + PARAMS_KEYS_BY_METHOD);
     the beta sweep (method None) passes --beta on the command line."""
     return declared("train", "sweep" if method is None else method)
 

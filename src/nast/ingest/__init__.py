@@ -5,7 +5,8 @@
 * :mod:`nast.ingest.sections` - FINDINGS / IMPRESSION section parser
 * :mod:`nast.ingest.common` - label parsing (4 states), patient-level splits, image checks,
   row bookkeeping (kept / quarantined / filtered)
-* :mod:`nast.ingest.cli` - ``nast ingest``
+* :mod:`nast.ingest.sources` - the reader of each layout (:func:`~nast.ingest.sources.ingest`);
+  ``nast ingest`` is :mod:`nast.stages.ingest`
 
 The cohort gate (:data:`COHORT_EXPECTATIONS`, run by :func:`gate_cohort`) checks the contract of
 ``cohort.parquet``: the exact column list, types, the label value set {1, 0, -1} (nulls allowed),

@@ -86,7 +86,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return out
 
 
-def _package_config(name: str) -> Path:
+def package_config(name: str) -> Path:
     return Path(str(resources.files("nast.models") / "configs" / f"{name}.json"))
 
 
@@ -103,7 +103,7 @@ def resolve_open_clip_config(name: str, checkpoint: str | Path | None) -> tuple[
         beside = Path(checkpoint).parent / "model_config.json"
         if beside.is_file():
             return json.loads(beside.read_text()), beside
-    pkg = _package_config(name)
+    pkg = package_config(name)
     if pkg.is_file():
         return json.loads(pkg.read_text()), pkg
     import open_clip

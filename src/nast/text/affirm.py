@@ -36,7 +36,6 @@ Every phrasing of ``affirmative.csv`` must therefore be a target of the checker 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from typing import Any, Sequence
@@ -45,28 +44,21 @@ import polars as pl
 
 from nast.config import params_file
 from nast.errors import StageError
-from nast.io import quarantine_frame, read_table, reconcile, require_columns, write_json, write_parquet
+from nast.io import quarantine_frame, reconcile
 from nast.text import templates as T
-from nast.text.mcq import (
+from nast.text.generation import (
     LETTERS,
     PERMUTATION_COLUMNS,
     SYSTEM_PROMPT,
     PolarityVerifier,
-    check_kept,
     check_transport,
-    expectations,
-    gate_table,
     llm_client,
     run_llm_rounds,
-    summary_path,
     top_reasons,
 )
 
 log = logging.getLogger(__name__)
 
-#: the params.yaml keys (sections or dotted keys) this stage reads: its rule and DVC stage declare
-#: exactly these (nast.codedeps.declared_params; the recording check of tests/conftest.py)
-PARAMS_KEYS = ("affirm", "llm", "data.source", "data.allow_empty")
 
 STAGE = "affirm"
 MCQ_COLUMNS = PERMUTATION_COLUMNS + ["question", *[f"negated_{L}" for L in LETTERS], "mcq_backend", "verified"]
@@ -125,7 +117,7 @@ def affirm_messages(row: dict[str, Any]) -> list[dict[str, str]]:
 
 def parse_affirm_reply(text: str) -> dict[str, str]:
     """{"A".."D"} affirmative options from an LLM reply; ValueError if a field is missing."""
-    from nast.text.mcq import parse_reply
+    from nast.text.generation import parse_reply
 
     return parse_reply(text, LETTERS)
 
@@ -219,27 +211,4 @@ def build_benchmark(mcq: pl.DataFrame, params: dict[str, Any], client=None,
     return out, qdf, summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mcq", required=True, help="mcq.parquet written by `nast mcq` (input)")
-    parser.add_argument("--out", required=True,
-                        help="benchmark.parquet to write (a <stem>.summary.json is written next to it)")
-    parser.add_argument("--quarantine", required=True, help="parquet of questions whose rewrite failed verification")
-    parser.add_argument("--report-dir", default="reports/validation",
-                        help="folder of the Great Expectations report SUITE.md/.json (default: reports/validation)")
-    parser.epilog = ("Backend, seed and re-asks come from params affirm.* (template | openai); the phrasings "
-                     "are the table nast/text/data/affirmative.csv.")
 
-
-def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    mcq = read_table(args.mcq, "mcq table", params)
-    require_columns(mcq, MCQ_COLUMNS, args.mcq)
-    out, qdf, summary = build_benchmark(mcq, params)
-    write_parquet(qdf, args.quarantine)
-    write_json(summary, summary_path(args.out))
-    check_kept(STAGE, summary, params["affirm"]["min_kept_fraction"], args.quarantine)
-    gate_table(out, "benchmark", expectations(["question", *[f"affirmative_{L}" for L in LETTERS]]), args.report_dir)
-    write_parquet(out, args.out)
-    log.info("affirm (%s): %d questions kept, %d quarantined; %.1f%% of rewrites verified -> %s",
-             summary["backend"], summary["rows_kept"], summary["rows_quarantined"],
-             100 * (summary["share_options_verified"] or 0), args.out)
-    return 0

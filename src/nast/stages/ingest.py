@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
-from typing import Any
 
+from nast.ingest.sources import ingest, summary_path
 from nast.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -36,29 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-dir", "--validation-dir", dest="validation_dir", default="reports/validation",
                         help="folder of the Great Expectations report cohort.md/.json (default: reports/validation)")
 
-
-def summary_path(quarantine: str | Path) -> Path:
-    q = Path(quarantine)
-    return q.with_name(q.stem + ".summary.json")
-
-
-def ingest(source: str, root: str, data: dict[str, Any], reports_zip: str | None = None):
-    """Dispatch to the reader of ``source``; returns ``(cohort, quarantine, summary)``."""
-    common = dict(
-        views=list(data["views"]),
-        require_report=bool(data["require_report"]),
-        check_images=bool(data["check_images"]),
-        image_check=str(data["image_check"]),
-        split_fractions=dict(data["split_fractions"]),
-        seed=int(data["seed"]),
-    )
-    if source == "openi":
-        from nast.ingest.openi import read_openi
-
-        return read_openi(root, labels=str(data["openi_labels"]), **common)
-    from nast.ingest.mimic import read_mimic
-
-    return read_mimic(root, dataset=source, reports_zip=reports_zip, **common)
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
