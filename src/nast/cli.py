@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if record and isinstance(params, RecordingParams):
-            _write_record(Path(record), name, rest, sorted(params.sink))
+            _write_record(Path(record), name, rest, params.recorded())
 
 
 def _write_record(folder: Path, command: str, argv: list[str], keys: list[str]) -> None:

@@ -458,7 +458,7 @@ def render(stages: dict[str, dict], facts: str) -> str:
 
 
 def _facts(params: dict) -> str:
-    boxes = params.get("grounding", {}).get("boxes")
+    boxes = params["grounding"]["boxes"]
     return f"data.source: {params['data']['source']}" + (f", grounding.boxes: {boxes}" if boxes else "")
 
 

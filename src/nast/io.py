@@ -137,7 +137,7 @@ def write_parquet(df: pl.DataFrame, path: str | Path) -> Path:
 
 def write_json(obj: Any, path: str | Path) -> Path:
     path, tmp = _atomic_target(Path(path))
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -190,9 +190,23 @@ def require_columns(df: pl.DataFrame, columns: Iterable[str], source: str | Path
         raise StageError(f"{source}: missing column(s): {', '.join(repr(c) for c in missing)}")
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` of every JSON the pipeline writes or hashes: a typed params
+    section (a read-only mapping) as its plain dict, anything else as ``str``."""
+    from collections.abc import Mapping
+
+    if isinstance(obj, Mapping):
+        from nast.config import plain_params
+
+        return plain_params(obj)
+    return str(obj)
+
+
 def json_safe(obj):
     """NaN -> None (and keys to str) so the JSON written is standard."""
-    if isinstance(obj, dict):
+    from collections.abc import Mapping
+
+    if isinstance(obj, Mapping):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]

@@ -55,14 +55,11 @@ def enabled() -> bool:
 
 
 def tracking_uri(params: Mapping[str, Any]) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.get("tracking", {}).get(
-        "tracking_uri", "sqlite:///mlruns.db"
-    )
+    return os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["tracking_uri"]
 
 
 def experiment_name(params: Mapping[str, Any]) -> str:
-    prefix = params.get("tracking", {}).get("experiment_prefix", "nast")
-    return f"{prefix}-{params.get('data', {}).get('source', 'unknown')}"
+    return f"{params['tracking']['experiment_prefix']}-{params['data']['source']}"
 
 
 def is_secret(key: str) -> bool:
@@ -87,7 +84,9 @@ def scrub(flat: Mapping[str, str]) -> dict[str, str]:
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
-    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    from nast.io import json_default
+
+    blob = json.dumps(params, sort_keys=True, default=json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

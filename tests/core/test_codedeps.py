@@ -66,18 +66,23 @@ def test_code_deps_names_a_missing_package(tmp_path):
 
 
 def test_recording_params_sees_what_a_stage_reads():
-    from nast.config import RecordingParams, covered, plain_params
+    from nast.config import RecordingParams, covered, load_params, plain_params
 
-    rec = RecordingParams({"train": {"epochs": 2, "lr": 0.1}, "nast": {"beta": 1.0, "scale": "lr"}, "data": {}})
-    copy = {**rec, "model": {"name": "m"}}            # a stage's {**params, ...} keeps the recorders
-    assert copy["train"]["epochs"] == 2
-    rec["data"].get("allow_empty", False)
+    typed = load_params(ROOT / "params.yaml")
+    rec = RecordingParams(typed)
+    assert rec.train.epochs == typed.train.epochs                  # attribute access
+    changed = rec.replace(model=rec.model.replace(name="m"))        # a stage's --base: still recording
+    assert changed.model.name == "m" and typed.model.name != "m"    # the typed config is not changed
+    assert rec["data"]["allow_empty"] is False                       # item access
     assert "lr" in rec["train"]
-    list(rec["nast"].items())                          # a whole section serialised
-    assert rec.sink == {"train", "train.epochs", "data", "data.allow_empty", "train.lr", "nast", "nast.beta",
-                        "nast.scale"}
-    assert plain_params(rec) == {"train": {"epochs": 2, "lr": 0.1}, "nast": {"beta": 1.0, "scale": "lr"},
-                                 "data": {}} and type(plain_params(rec)["train"]) is dict
+    list(rec["nast"].items())                                        # a whole section serialised
+    assert set(rec.recorded()) == {"train", "train.epochs", "model", "model.name", "data", "data.allow_empty",
+                                   "train.lr", "nast", *(f"nast.{k}" for k in typed.nast)}
+    plain = plain_params(rec)
+    assert plain["train"] == dict(typed.train) and type(plain["train"]) is dict
+    assert "evaluate" not in rec.recorded()                          # plain_params records nothing
+    with pytest.raises(AttributeError):
+        rec.train.epochs = 3                                          # frozen
     assert covered("train.epochs", ["train"]) and covered("evaluate", ["evaluate.seed"])
     assert not covered("nast.beta", ["nast.scale", "train"]) and not covered("trainx", ["train"])
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nast.config import ConfigError, load_params, validate_params
+from nast.config import ConfigError, load_params, read_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def params() -> dict:
-    return load_params(ROOT / "params.yaml")
+    return read_params(ROOT / "params.yaml")
 
 
 def test_shipped_params_are_valid(params):
@@ -73,3 +73,59 @@ def test_every_schema_key_has_a_description():
 
     walk(load_schema(), "")
     assert missing == []
+
+
+# ----------------------------------------------------------------------------- the typed config
+def test_each_section_is_a_frozen_dataclass_with_exactly_the_schema_keys():
+    import dataclasses
+
+    from nast.config import SECTIONS, Params, load_schema
+
+    schema = load_schema()
+    assert set(SECTIONS) == {k for k, v in schema["properties"].items() if v.get("type") == "object"}
+    assert [f.name for f in dataclasses.fields(Params)] == list(schema["properties"])
+    for name, cls in SECTIONS.items():
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, name
+        props = list(schema["properties"][name]["properties"])
+        assert [f.name for f in dataclasses.fields(cls)] == props, name
+        # no field default: the defaults live in the schema only (filled on load)
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)), name
+
+
+def test_load_params_builds_the_typed_config_once_with_schema_defaults(tmp_path, params):
+    from nast.config import Params, TrainParams
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"].pop("lambda_image", None)  # absent: the schema's default fills it
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    typed = load_params(path)
+    assert isinstance(typed, Params) and isinstance(typed.train, TrainParams)
+    assert typed.train.lambda_image == 0.0 and typed.train.epochs == raw["train"]["epochs"]
+    assert typed.data.reports_zip is None and typed.methods == raw["methods"]
+    with pytest.raises(dataclasses_frozen()):
+        typed.train.epochs = 99
+    assert typed.train["epochs"] == typed.train.epochs and dict(typed.train) == params["train"]
+    assert typed.to_dict() == params
+
+
+def dataclasses_frozen():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def test_no_stage_reads_params_with_a_default():
+    """``.get(key, default)`` on params would hide a default outside the schema (nast.config, the
+    loader that fills the schema's defaults into the raw mapping, is the one exception)."""
+    import re
+
+    pattern = re.compile(r"params(\.\w+|\[\"\w+\"\])*\.get\(")
+    offenders = []
+    for path in sorted((ROOT / "src" / "nast").rglob("*.py")):
+        if path.name == "config.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == []

@@ -20,9 +20,9 @@ from faultkit import FAKE_KEY, REPO  # noqa: E402
 
 @pytest.fixture(scope="session")
 def base_params() -> dict:
-    from nast.config import load_params
+    from nast.config import read_params
 
-    return load_params(REPO / "params.yaml")
+    return read_params(REPO / "params.yaml")
 
 
 @pytest.fixture()

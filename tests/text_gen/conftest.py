@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # fake_openai_server (pytest runs in importlib mode)
 
 from nast.conditions import CONDITIONS  # noqa: E402
-from nast.config import load_params  # noqa: E402
+from nast.config import read_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def make_permutations(n: int, seed: int = 0, k: int = 3, conditions=CONDITIONS) 
 
 @pytest.fixture(scope="session")
 def base_params() -> dict:
-    return load_params(REPO / "params.yaml")
+    return read_params(REPO / "params.yaml")
 
 
 @pytest.fixture()

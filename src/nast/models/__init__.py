@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from nast.config import params_file as _pf
+from nast.config import with_values
 from nast.errors import StageError
 from nast.models.base import VLModel, resolve_device
 
@@ -34,11 +35,11 @@ def base_params(model_params: dict[str, Any], base: str | None) -> dict[str, Any
         return model_params
     path = Path(base)
     if path.is_dir():
-        named = Path(str(model_params.get("checkpoint") or "checkpoint.pt")).name
+        named = Path(str(model_params["checkpoint"] or "checkpoint.pt")).name
         path = path / named if (path / named).is_file() else path / "checkpoint.pt"
     if not path.is_file():
         raise StageError(f"base model not found: {path} (--base {base})")
-    return {**model_params, "checkpoint": str(path)}
+    return with_values(model_params, checkpoint=str(path))
 
 
 def load_model(model_params: dict[str, Any], device: str | torch.device | None = None) -> VLModel:
@@ -48,11 +49,11 @@ def load_model(model_params: dict[str, Any], device: str | torch.device | None =
     """
     from nast.models.families import LOADERS
 
-    family = model_params.get("family")
+    family = model_params["family"]
     if family not in LOADERS:
         raise StageError(f"{_pf()}: model.family: unknown family {family!r} (choose from {', '.join(FAMILIES)})")
     for key in ("name", "checkpoint"):
-        if not model_params.get(key):
+        if not model_params[key]:
             raise StageError(f"{_pf()}: model.{key} is missing")
-    dev = resolve_device(device if device is not None else model_params.get("device", "auto"))
+    dev = resolve_device(device if device is not None else model_params["device"])
     return LOADERS[family](model_params, dev)

@@ -93,7 +93,9 @@ def _lr_lambda(total_steps: int, warmup: int):
 
 
 def run_fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from nast.io import json_default
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=json_default).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------- training

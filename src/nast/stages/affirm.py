@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
     out, qdf, summary = build_benchmark(mcq, params)
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
-    check_kept(STAGE, summary, params["affirm"]["min_kept_fraction"], args.quarantine)
+    check_kept(STAGE, summary, params.affirm.min_kept_fraction, args.quarantine)
     gate_table(out, "benchmark", expectations(["question", *[f"affirmative_{L}" for L in LETTERS]]), args.report_dir)
     write_parquet(out, args.out)
     log.info("affirm (%s): %d questions kept, %d quarantined; %.1f%% of rewrites verified -> %s",

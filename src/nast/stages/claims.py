@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast.validation import gate
 
-    text_cols = list(params["claims"]["text_cols"])
+    text_cols = list(params.claims.text_cols)
     from nast.text.claims import default_quarantine_path
 
     cohort = read_table(args.cohort, "cohort table", params)

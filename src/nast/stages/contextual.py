@@ -34,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast.validation import gate
 
-    cfg = params["contextual"]
+    cfg = params.contextual
     claims = read_table(args.claims, "claims table", params)
     cohort = read_table(args.cohort, "cohort table", params)
     if claims.height and claims["study_id"].null_count():
         raise StageError(f"{args.claims}: column 'study_id' has nulls (run `nast claims` on the cohort)")
     out, quarantine = build_contextual(
-        claims, cohort, int(cfg["seed"]), int(cfg["max_foils_per_claim"]), args.claims, args.cohort
+        claims, cohort, int(cfg.seed), int(cfg.max_foils_per_claim), args.claims, args.cohort
     )
     gate(out.with_columns((pl.col("caption") != pl.col("foil")).alias("caption_differs")),
          "contextual", CONTEXTUAL_EXPECTATIONS, report_dir=args.report_dir)

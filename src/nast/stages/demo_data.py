@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast.demo.generate import generate_demo
 
-    source = params["data"]["source"]
+    source = params.data.source
     if source != "demo":
         # a stale dvc.yaml (generated for the demo) run on another source: stop before anything
         # is written instead of producing a demo tree nothing reads
@@ -47,19 +47,19 @@ def run(args: argparse.Namespace, params: dict) -> int:
             "`nast dvc-yaml` to regenerate dvc.yaml (or `snakemake`, whose DAG has no demo_data there); "
             "`nast demo-data` runs only with data.source: demo"
         )
-    p = params["demo"]
-    lo, hi = p["studies_per_subject"]
+    p = params.demo
+    lo, hi = p.studies_per_subject
     if hi < lo:
         raise StageError(f"{args.params}: demo.studies_per_subject: max {hi} < min {lo}")
-    fr = p["split_fractions"]
+    fr = p.split_fractions
     summary = generate_demo(
         args.out,
-        n_subjects=p["n_subjects"],
+        n_subjects=p.n_subjects,
         studies_per_subject=(lo, hi),
-        image_size=p["image_size"],
-        lateral_fraction=p["lateral_fraction"],
-        twins=p["twins"],
-        seed=p["seed"],
+        image_size=p.image_size,
+        lateral_fraction=p.lateral_fraction,
+        twins=p.twins,
+        seed=p.seed,
         split_fractions=(fr["train"], fr["validate"], fr["test"]),
     )
     log.info(

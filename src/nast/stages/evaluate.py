@@ -70,16 +70,16 @@ def run(args: argparse.Namespace, params: dict) -> int:
     io.require_columns(contextual, CONTEXTUAL_COLUMNS, args.contextual)
     if not Path(args.model_dir).is_dir():
         raise StageError(f"model folder not found: {args.model_dir}")
-    params = {**params, "model": base_params(params["model"], args.base)}
+    params = params.replace(model=base_params(params.model, args.base))
 
-    torch.manual_seed(int(params["evaluate"]["seed"]))
-    vl = load_model(params["model"], device=params["model"]["device"])
+    torch.manual_seed(int(params.evaluate.seed))
+    vl = load_model(params.model, device=params.model.device)
     cfg = load_trained(vl, args.model_dir)
     log.info("%s: evaluating %s (%s)", args.method, args.model_dir, "trained" if cfg.get("trained") else "base model")
     with torch.no_grad():
-        result = evaluate(vl, cohort, benchmark, contextual, params["evaluate"])
-        if params["evaluate"].get("mednega_json"):
-            result["mednega"] = mednega_block(vl, params["evaluate"]["mednega_json"], cohort, params["evaluate"])
+        result = evaluate(vl, cohort, benchmark, contextual, params.evaluate)
+        if params.evaluate.mednega_json:
+            result["mednega"] = mednega_block(vl, params.evaluate.mednega_json, cohort, params.evaluate)
     result = {"method": args.method, **result}
     io.write_json(io.json_safe(result), args.out)
     log.info("%s: negated %.3f affirmative %.3f gap %.3f claim %.3f R@5 %.3f -> %s", args.method,

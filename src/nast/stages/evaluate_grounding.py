@@ -60,22 +60,22 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.models import base_params, load_model
     from nast.models.adapters import load_trained
 
-    cfg = params["grounding"]
+    cfg = params.grounding
     table = io.read_table(args.grounding, "grounding table", params)
     io.require_columns(table, TABLE_COLUMNS, args.grounding)
     if not Path(args.model_dir).is_dir():
         raise StageError(f"model folder not found: {args.model_dir}")
     if not Path(args.cf_dir).is_dir():
         raise StageError(f"counterfactual folder not found: {args.cf_dir}")
-    params = {**params, "model": base_params(params["model"], args.base)}
-    torch.manual_seed(int(params["evaluate"]["seed"]))
-    torch.set_num_threads(int(cfg["num_threads"]))
-    vl = load_model(params["model"], device=params["model"]["device"])
+    params = params.replace(model=base_params(params.model, args.base))
+    torch.manual_seed(int(params.evaluate.seed))
+    torch.set_num_threads(int(cfg.num_threads))
+    vl = load_model(params.model, device=params.model.device)
     load_trained(vl, args.model_dir)
     vl.model.eval()
     for p in vl.model.parameters():  # attributions need input gradients only
         p.requires_grad_(False)
-    result, examples = evaluate(vl, table, cfg, params["evaluate"])
+    result, examples = evaluate(vl, table, cfg, params.evaluate)
     result = {"method": args.method, **result}
     io.write_json(io.json_safe(result), args.out)
     write_npz(examples, Path(args.maps))

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast.validation import gate
 
-    cfg = params["grounding"]
+    cfg = params.grounding
     root = Path(args.root)
     cohort = io.read_table(args.cohort, "cohort", params)
     io.require_columns(cohort, COHORT_COLUMNS, args.cohort)

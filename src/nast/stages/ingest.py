@@ -40,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast.ingest import gate_cohort
 
-    data = params["data"]
-    source = args.source or data["source"]
-    root = args.root or data["root"]
-    reports_zip = args.reports_zip or data.get("reports_zip")
+    data = params.data
+    source = args.source or data.source
+    root = args.root or data.root
+    reports_zip = args.reports_zip or data.reports_zip
     cohort, quarantine, summary = ingest(source, root, data, reports_zip)
     log.info(
         "ingest: rows in=%d kept=%d quarantined=%d filtered(view)=%d (reconciled)",

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
     text_cols = ["question", *[f"negated_{L}" for L in LETTERS]]
     write_parquet(qdf, args.quarantine)
     write_json(summary, summary_path(args.out))
-    check_kept(STAGE, summary, params["mcq"]["min_kept_fraction"], args.quarantine)
+    check_kept(STAGE, summary, params.mcq.min_kept_fraction, args.quarantine)
     gate_table(out, "mcq", expectations(text_cols), args.report_dir)  # on empty tables too
     write_parquet(out, args.out)
     log.info("mcq (%s): %d questions kept, %d quarantined; %.1f%% of options verified -> %s",

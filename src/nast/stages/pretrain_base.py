@@ -41,7 +41,7 @@ def model_config(params: dict) -> dict:
     """The open_clip config JSON used for the demo model (params.model.name: JSON path or shipped name)."""
     from nast.models.families import package_config
 
-    name = str(params["model"]["name"])
+    name = str(params.model.name)
     p = Path(name) if name.endswith(".json") else package_config(name)
     if not p.is_file():
         raise StageError(f"model config not found: {p} ({_pf()}: model.name)")
@@ -61,10 +61,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
 def _run(args: argparse.Namespace, params: dict) -> int:
     from nast.models.families import split_config
 
-    pp = params["pretrain"]
-    if params["model"]["family"] != "open_clip":
+    pp = params.pretrain
+    if params.model.family != "open_clip":
         raise StageError(f"{_pf()}: model.family must be open_clip for pretrain-base (the demo model)")
-    torch.set_num_threads(int(pp["num_threads"]))
+    torch.set_num_threads(int(pp.num_threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(args.out)
     cohort = read_table(args.cohort, "cohort", params)
@@ -88,8 +88,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         torch.save(trainer.model.state_dict(), tmp)
     write_json(cfg, out / "model_config.json")
     write_text(pl.DataFrame(curve).write_csv(float_precision=6), out / "curve.csv")
-    if Path(params["model"]["checkpoint"]) != ckpt:
+    if Path(params.model.checkpoint) != ckpt:
         log.warning("params.model.checkpoint is %s but the model was written to %s",
-                    params["model"]["checkpoint"], ckpt)
+                    params.model.checkpoint, ckpt)
     log.info("wrote %s (final val_r5 %.3f)", ckpt, curve[-1]["val_r5"])
     return 0

@@ -39,14 +39,14 @@ def run(args: argparse.Namespace, params: dict) -> int:
 
     evals = load_evals(args.eval_dir)
     curves = read_curves(args.models_dir)
-    files = build(evals, curves, Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
-                  seed=int(params["evaluate"]["seed"]))
+    files = build(evals, curves, Path(args.out), Path(args.plots), n_boot=int(params.evaluate.bootstrap),
+                  seed=int(params.evaluate.seed))
     log.info("report: %d methods, %d training curves -> %s, %s", len(evals), len(curves), args.out, args.plots)
     if args.grounding_dir:
         files.update(build_grounding(Path(args.grounding_dir),
                                      Path(args.grounding_table) if args.grounding_table else None,
-                                     Path(args.out), Path(args.plots), n_boot=int(params["evaluate"]["bootstrap"]),
-                                     seed=int(params["evaluate"]["seed"])))
+                                     Path(args.out), Path(args.plots), n_boot=int(params.evaluate.bootstrap),
+                                     seed=int(params.evaluate.seed)))
         log.info("report: grounding tables -> %s", args.out)
     flat = {}
     for e in evals:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     extra = [p for p in (Path(args.cte_dir) / "heatmap.png", Path(args.cte_dir) / "layers.png",
                          Path(args.cte_dir) / "layer_weights.csv") if p.is_file()]
     # the example picture shows patients' images: logged to MLflow on the demo only
-    plots = ([Path(args.plots)] if params["data"]["source"] == "demo"
+    plots = ([Path(args.plots)] if params.data.source == "demo"
              else [p for p in sorted(Path(args.plots).glob("*.png")) if p.name != "grounding_examples.png"])
     tracking.log_pipeline_artifacts(params, [Path(args.out), *plots, *extra], flat)
     return 0

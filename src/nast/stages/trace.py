@@ -59,10 +59,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.trace.cte import aggregate, per_layer_example_cte, trace_pairs
     from nast.trace.plots import heatmap, layer_bars
 
-    params = {**params, "model": base_params(params["model"], args.base)}
-    tp = params["trace"]
+    params = params.replace(model=base_params(params.model, args.base))
+    tp = params.trace
     t0 = time.perf_counter()
-    torch.manual_seed(int(tp["seed"]))
+    torch.manual_seed(int(tp.seed))
     out = Path(args.out)
     bench = read_table(args.benchmark, "benchmark", params)
     require_columns(bench, COLUMNS, args.benchmark)
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if n_in == 0:
         raise StageError(f"{args.benchmark}: no verified rows in split {args.split!r} to trace")
 
-    vl = load_model(params["model"])
+    vl = load_model(params.model)
     images, keep, bad = [], [], []
     for r in pairs.iter_rows(named=True):
         try:
@@ -85,21 +85,21 @@ def run(args: argparse.Namespace, params: dict) -> int:
     pairs_ok = pairs[ok_idx]
     reconcile("trace", n_in, pairs_ok.height, quarantine.height)
     images_t = torch.stack(images) if images else torch.empty(0)
-    sel = sample_pairs(pairs_ok.with_row_index("_i"), int(tp["max_examples"]), int(tp["seed"]))
+    sel = sample_pairs(pairs_ok.with_row_index("_i"), int(tp.max_examples), int(tp.seed))
     if sel.height == 0:
         raise StageError(f"{args.benchmark}: no usable probing pairs (see {out / 'quarantine.parquet'})")
     imgs = images_t[sel["_i"].to_list()]
     aff, neg = sel["affirmative"].to_list(), sel["negated"].to_list()
-    sources, targets = (aff, neg) if tp["direction"] == "caption" else (neg, aff)
-    log.info("trace: %d pairs, direction=%s, family=%s, %d text layers", sel.height, tp["direction"],
+    sources, targets = (aff, neg) if tp.direction == "caption" else (neg, aff)
+    log.info("trace: %d pairs, direction=%s, family=%s, %d text layers", sel.height, tp.direction,
              vl.family, vl.n_text_layers)
-    unit = tp["unit"]
-    res = trace_pairs(vl, imgs, sources, targets, min_abs_d=float(tp["min_abs_d"]),
-                      batch_size=int(tp["batch_size"]), naive=args.naive, unit=unit, log=log.info)
+    unit = tp.unit
+    res = trace_pairs(vl, imgs, sources, targets, min_abs_d=float(tp.min_abs_d),
+                      batch_size=int(tp.batch_size), naive=args.naive, unit=unit, log=log.info)
     d_kept = res["d"][res["kept"]]
     table, weights, stability = aggregate(res["cte"], res["valid"], res["layers"], d=d_kept,
-                                          weighting=tp["example_weighting"], n_boot=int(tp["bootstrap"]),
-                                          seed=int(tp["seed"]), per_example=per_layer_example_cte(res))
+                                          weighting=tp.example_weighting, n_boot=int(tp.bootstrap),
+                                          seed=int(tp.seed), per_example=per_layer_example_cte(res))
     write_parquet(table, out / "cte.parquet")
     write_text(weights.write_csv(float_precision=8), out / "layer_weights.csv")
     write_parquet(quarantine.sort("key"), out / "quarantine.parquet")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     summary = {
         "n_examples": len(res["kept"]),
         "n_skipped_small_d": int(res["n_skipped_small_d"]),
-        "direction": tp["direction"],
+        "direction": tp.direction,
         "unit": unit,
         "n_pairs_sampled": int(sel.height),
         "n_pairs_available": int(pairs_ok.height),
@@ -120,12 +120,12 @@ def run(args: argparse.Namespace, params: dict) -> int:
         "split": args.split,
         "family": vl.family,
         "n_layers": vl.n_text_layers,
-        "min_abs_d": float(tp["min_abs_d"]),
+        "min_abs_d": float(tp.min_abs_d),
         "mean_d": float(np.mean(d)) if d.size else None,
         "mean_abs_d": float(np.mean(np.abs(d))) if d.size else None,
         "layer_order": weights.sort("cte", descending=True)["layer"].to_list(),
-        "example_weighting": tp["example_weighting"],
-        "bootstrap": int(tp["bootstrap"]),
+        "example_weighting": tp.example_weighting,
+        "bootstrap": int(tp.bootstrap),
         **stability,
         "method": "naive" if args.naive else "batched",
     }
@@ -137,5 +137,5 @@ def run(args: argparse.Namespace, params: dict) -> int:
                     "in %s and trace more pairs (trace.max_examples)", 100 * (1 - top), summary["n_examples"],
                     out / "layer_weights.csv")
     log.info("trace: %d examples traced, %d skipped (|d| < %g) in %.1f s -> %s", summary["n_examples"],
-             summary["n_skipped_small_d"], tp["min_abs_d"], time.perf_counter() - t0, out)
+             summary["n_skipped_small_d"], tp.min_abs_d, time.perf_counter() - t0, out)
     return 0

@@ -78,8 +78,8 @@ def params_used(params: dict, seed: int, method: str | None = None) -> dict:
     """The params the method's weights depend on: model, train and (only for the per-layer scaled
     methods) the nast keys it declares (PARAMS_KEYS_BY_METHOD), plus the seed."""
     nast_keys = PARAMS_KEYS_BY_METHOD.get(method or "", ())
-    nast = {k.split(".", 1)[1]: params["nast"][k.split(".", 1)[1]] for k in nast_keys}
-    return {"model": params["model"], "train": params["train"], **({"nast": nast} if nast else {}), "seed": seed}
+    nast = {k.split(".", 1)[1]: params.nast[k.split(".", 1)[1]] for k in nast_keys}
+    return {"model": params.model, "train": params.train, **({"nast": nast} if nast else {}), "seed": seed}
 
 
 def run(args: argparse.Namespace, params: dict) -> int:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.io import output_lock
     from nast.models import base_params
 
-    params = {**params, "model": base_params(params["model"], args.base)}
+    params = params.replace(model=base_params(params.model, args.base))
     with output_lock(args.out, "training folder"):
         return _run(args, params)
 
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     import torch
 
     # fixed thread count: float sums (and so the weights) must not depend on the runner's env
-    torch.set_num_threads(int(params["train"]["num_threads"]))
+    torch.set_num_threads(int(params.train.num_threads))
 
     from nast import tracking
     from nast.evaluate.scoring import validation_metrics
@@ -106,8 +106,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
 
     spec = resolve_method(args.method, params, args.beta)
     out = Path(args.out)
-    tp = params["train"]
-    seed = int(tp["seed"])
+    tp = params.train
+    seed = int(tp.seed)
     stop = args.stop_after_epoch
     if stop is None and os.environ.get("NAST_STOP_AFTER_EPOCH"):
         stop = int(os.environ["NAST_STOP_AFTER_EPOCH"])
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
               + ([args.grounding] if args.grounding and (spec.lambda_ground > 0 or spec.lambda_dpo > 0) else []))
 
     manifest = {"method": spec.name, "base_method": spec.base, "trained": spec.train, "seed": seed,
-                "epochs": int(tp["epochs"]) if spec.train else 0, "base": params["model"]}
+                "epochs": int(tp.epochs) if spec.train else 0, "base": params.model}
     if not spec.train:
         io.write_json(params_used(params, seed, keys_method(args.method, args.beta)), out / "params_used.json")
         io.write_json({**manifest, "files": ["params_used.json"]}, out / "manifest.json")
@@ -130,8 +130,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     benchmark = io.read_table(args.benchmark, "benchmark", params)
     groups = caption_groups(contextual, "train", source=args.contextual)
     n_single = groups.height
-    if int(tp["composite_claims"]) > 0:
-        extra = composite_groups(groups, int(tp["composite_claims"]), int(tp["composite_parts"]), seed)
+    if int(tp.composite_claims) > 0:
+        extra = composite_groups(groups, int(tp.composite_claims), int(tp.composite_parts), seed)
         groups = pl.concat([groups, extra], how="diagonal").sort(["dicom_id", "caption"])
     benchmark_split(benchmark, "validate", source=args.benchmark)  # structural check only
     lw = trainer.read_layer_weights(args.layer_weights) if args.layer_weights else None
@@ -140,25 +140,25 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         raise StageError(f"--method {args.method} needs --layer-weights (reports/cte/layer_weights.csv)")
 
     torch.manual_seed(seed)
-    vl = load_model(params["model"], device=params["model"]["device"])
+    vl = load_model(params.model, device=params.model.device)
     info = trainer.apply_method(vl, spec, tp, lw)
     n_layers = vl.n_text_layers
     scales = (trainer.layer_scales(lw, n_layers, spec.beta, source=str(args.layer_weights))
               if lw is not None and spec.beta != 0 else [1.0] * n_layers)
     if spec.beta != 0:
-        scales = trainer.normalize_scales(scales, str(params["nast"]["normalize"]))
+        scales = trainer.normalize_scales(scales, str(params.nast.normalize))
     # uniform methods: all scales 1, so the mode changes nothing; it is read only where it matters
-    scale_mode = str(params["nast"]["scale"]) if spec.beta != 0 else "lr"
+    scale_mode = str(params.nast.scale) if spec.beta != 0 else "lr"
     log.info("%s: %d caption groups (train; %d single claims + %d composite), %d trainable tensors, "
              "adapters on %d modules, layer scales %s",
              spec.name, groups.height, n_single, groups.height - n_single,
              sum(1 for p in vl.model.parameters() if p.requires_grad), len(info["targets"]),
              ", ".join(f"{s:.3g}" for s in scales))
 
-    fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params["model"],
+    fingerprint = tracking.params_hash({"spec": spec.to_dict(), "train": tp, "model": params.model,
                                         "scales": scales, "scale_mode": scale_mode,
                                         "inputs": tracking.data_hash(inputs)})
-    clip_caption = tp["clip_caption"]
+    clip_caption = tp.clip_caption
     cohort = io.read_table(args.cohort, "cohort", params) if clip_caption == "report" else None
 
     def report_captions(paths: list[str]):

@@ -137,10 +137,10 @@ def gate_claims(claims: pl.DataFrame, suite: str = "claims", report_dir: str | P
 
 # --------------------------------------------------------------------------- CLI
 def max_chars_of(args: argparse.Namespace, params: dict) -> int:
-    """``--max-chars`` when given, else ``params.claims.max_chars``, else spaCy's limit."""
+    """``--max-chars`` when given, else ``params.claims.max_chars`` (schema default: spaCy's limit)."""
     if getattr(args, "max_chars", None) is not None:
         return args.max_chars
-    return int((params.get("claims") or {}).get("max_chars", DEFAULT_MAX_CHARS))
+    return int(params["claims"]["max_chars"])
 
 
 def sibling_path(out: str | Path, tail: str) -> Path:

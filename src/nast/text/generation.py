@@ -234,7 +234,7 @@ def run_llm_rounds(
 
 def is_credentialed(params: dict[str, Any]) -> bool:
     """Whether the stage's rows derive from a credentialed source (params data.source: mimic)."""
-    return (params.get("data") or {}).get("source") == "mimic"
+    return params["data"]["source"] == "mimic"
 
 
 

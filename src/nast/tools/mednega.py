@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> int:
     if args.cohort:
         cohort = read_parquet(args.cohort, "cohort table")
         require_columns(cohort, ["study_id", "dicom_id", "view", "image_path", "split"], args.cohort)
-    df, qdf = from_records(records, cohort, source=str(Path(args.json)), n_process=params["mcq"]["n_process"])
+    df, qdf = from_records(records, cohort, source=str(Path(args.json)), n_process=params.mcq.n_process)
     out = Path(args.out)
     qpath = args.quarantine or out.with_name(out.stem + ".quarantine.parquet")
     write_parquet(df, out)

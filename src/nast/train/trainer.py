@@ -179,7 +179,7 @@ def apply_method(vl, spec: MethodSpec, train_params: dict[str, Any], lw: pl.Data
     if spec.full_ft:
         for p in vl.text_module().parameters():
             p.requires_grad_(True)
-    if train_params.get("train_vision") and spec.train:
+    if train_params["train_vision"] and spec.train:
         for p in _vision_module(model).parameters():
             p.requires_grad_(True)
     return info
@@ -367,7 +367,7 @@ def train(
 
     # images: embedded once when the vision tower is frozen
     paths = groups["image_path"].to_list()
-    train_vision = bool(train_params.get("train_vision"))
+    train_vision = bool(train_params["train_vision"])
     uniq_paths = sorted(set(paths))
     pixels = load_images(vl, uniq_paths)
     path_idx = {p: i for i, p in enumerate(uniq_paths)}
