@@ -236,3 +236,35 @@ def test_block_write_of_a_shared_causal_prefix_is_exactly_the_state_and_skipped(
     for a, b in zip(fast, slow):
         assert float((a - b).abs().max()) <= 1e-5
     assert torch.equal(fast[0][0, 1:, :3], fast[2][0].expand(len(w) - 1, 3))  # skipped: the clean target score
+
+
+def test_open_clip_block_on_a_suffix_equals_the_whole_block(tiny_models):
+    """The causal tower's suffix block (cached keys/values of the positions before it) gives the
+    whole block's output on those positions; the batched trace uses it for open_clip only."""
+    vl = tiny_models["open_clip"]
+    assert all(vl.runs_suffix(b) for b in range(vl.n_text_layers))
+    assert not any(tiny_models[f].runs_suffix(0) for f in ("open_clip_hf", "hf_clip"))
+    tokens = vl.tokenize(["there is a small left pleural effusion and no edema"])
+    T = int(vl.token_lengths(tokens).max())
+    tokens = {k: v[:, :T] for k, v in tokens.items()}
+    states, ctx = vl.text_states(tokens)
+    for b in range(vl.n_text_layers):
+        whole = vl.text_block(b, states[b], ctx)
+        for p in (0, 1, T // 2, T - 1):
+            part = vl.text_block_suffix(b, states[b][:, p:], vl.text_block_kv(b, states[b])[:, :p])
+            torch.testing.assert_close(part, whole[:, p:], rtol=0, atol=1e-6)
+
+
+def test_batched_suffix_path_equals_the_whole_block_path(tiny_models, monkeypatch):
+    """The same scores with the suffix schedule and with whole blocks (block unit: single
+    positions and the all-positions patch)."""
+    vl = tiny_models["open_clip"]
+    src, tgt = vl.tokenize(SOURCES + ["mild cardiomegaly"]), vl.tokenize(TARGETS + ["no cardiomegaly"])
+    img = _img(3)
+    P = common_length(vl, src, tgt)
+    mask = position_masks(P, "block")
+    fast = patched_scores(vl, src, tgt, img, mask=mask, unit="block")
+    monkeypatch.setattr(type(vl), "runs_suffix", lambda self, i: False)
+    whole = patched_scores(vl, src, tgt, img, mask=mask, unit="block")
+    for a, b in zip(fast, whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

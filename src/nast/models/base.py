@@ -184,6 +184,25 @@ class VLModel:
         cannot influence the text embedding. None for bidirectional towers (BERT)."""
         return None
 
+    # ------------------------------------- causal towers: blocks on a suffix (tracing)
+    def runs_suffix(self, i: int) -> bool:
+        """Whether text block ``i`` can run on a suffix of the positions against cached keys and
+        values of the positions before it (:meth:`text_block_kv`, :meth:`text_block_suffix`).
+        False (the default, and for bidirectional towers): tracing runs whole blocks."""
+        return False
+
+    def text_block_kv(self, i: int, hidden: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """The keys and values block ``i`` computes from its input ``hidden`` ``[B, T, W]``:
+        ``[B, T, 2W]`` (for :meth:`text_block_suffix`)."""
+        raise NotImplementedError
+
+    def text_block_suffix(self, i: int, suffix: Tensor, kv_prefix: Tensor) -> Tensor:  # pragma: no cover
+        """Block ``i`` on positions ``P..P+S-1`` (input ``suffix`` ``[B, S, W]``) of rows whose first
+        ``P`` positions had the keys and values ``kv_prefix`` ``[B, P, 2W]`` (:meth:`text_block_kv`
+        of their input): equal to ``text_block(i, cat(prefix, suffix))[:, P:]`` in a causal tower,
+        where no later position changes an earlier one (tests/trace/test_cte.py)."""
+        raise NotImplementedError
+
     def text_states(self, tokens: dict[str, Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
         """All L+1 hidden states (layer 0 = embeddings) and the context, via the decomposition."""
         h = self.text_embed(tokens)

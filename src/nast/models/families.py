@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nast.config import params_file as _pf
@@ -274,6 +275,41 @@ class OpenClipModel(VLModel):
         if not tr.batch_first:
             return blk(hidden.transpose(0, 1), attn_mask=ctx["attn_mask"]).transpose(0, 1)
         return blk(hidden, attn_mask=ctx["attn_mask"])
+
+    def runs_suffix(self, i: int) -> bool:
+        """open_clip's plain causal block: self-attention through an unwrapped
+        nn.MultiheadAttention with packed in-projection (a LoRA-wrapped one runs whole blocks)."""
+        blk = self.model.transformer.resblocks[i]
+        attn = getattr(blk, "attn", None)
+        return (self.model.attn_mask is not None and not hasattr(blk, "ln_1_kv")
+                and type(attn) is nn.MultiheadAttention and attn._qkv_same_embed_dim
+                and attn.bias_k is None and not attn.add_zero_attn
+                and all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")))
+
+    def text_block_kv(self, i: int, hidden: Tensor) -> Tensor:
+        blk = self.model.transformer.resblocks[i]
+        W = hidden.shape[-1]
+        b = blk.attn.in_proj_bias
+        return F.linear(blk.ln_1(hidden), blk.attn.in_proj_weight[W:], None if b is None else b[W:])
+
+    def text_block_suffix(self, i: int, suffix: Tensor, kv_prefix: Tensor) -> Tensor:
+        m = self.model
+        blk = m.transformer.resblocks[i]
+        attn = blk.attn
+        N, S, W = suffix.shape
+        P = kv_prefix.shape[1]
+        H = attn.num_heads
+        qkv = F.linear(blk.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias)
+        q, kv = qkv[..., :W], torch.cat([kv_prefix, qkv[..., W:]], 1)
+        k, v = kv[..., :W], kv[..., W:]
+
+        def heads(x: Tensor) -> Tensor:
+            return x.reshape(N, x.shape[1], H, W // H).transpose(1, 2)
+
+        mask = m.attn_mask[P:P + S, :P + S].to(suffix.dtype)  # the suffix's rows of the causal mask
+        o = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
+        x = suffix + blk.ls_1(attn.out_proj(o.transpose(1, 2).reshape(N, S, W)))
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
     def text_readout(self, hidden: Tensor, ctx: dict[str, Any]) -> Tensor:
         from open_clip.transformer import text_global_pool

@@ -177,6 +177,11 @@ def position_masks(T: int, unit: str, device=None) -> Tensor:
     return torch.cat([eye, torch.ones(1, T, dtype=torch.bool, device=device)])
 
 
+#: causal towers: the traced rows are grouped into this many bands of first patched position; a
+#: band runs the positions from its first patched one on (more bands: fewer positions, more calls)
+SUFFIX_BANDS = 6
+
+
 # ----------------------------------------------------------------------------- batched
 def _row_chunks(e_all: Tensor, k_all: Tensor, need: Tensor, max_rows: int = MAX_ROWS):
     """Split the active (example, patch) rows into forward batches of at most ``max_rows`` rows.
@@ -244,6 +249,9 @@ def patched_scores(
     # a causal tower reads position readout[e]: the positions after it never reach the score, so
     # example e's patched runs need only its first readout[e] + 1 positions (the rest of P is cut)
     need = readout + 1 if readout is not None else torch.full((E,), P, dtype=torch.long, device=img_emb.device)
+    if readout is not None and all(vl.runs_suffix(b) for b in range(L)):
+        _suffix_schedule(vl, out, layers, src_states, tgt_states, tgt, img_emb, mask, n_real, readout, need)
+        return out, s_src, s_tgt
     for i, layer in enumerate(layers):
         active = _active_patches(vl, src_states[layer], tgt_states[layer], mask, n_real, readout)
         e_all, k_all = active.nonzero(as_tuple=True)
@@ -257,6 +265,61 @@ def patched_scores(
             z = vl.text_readout(h, ctx)  # [N, D]
             out[e_idx, i, k_idx] = (z * img_emb[e_idx]).sum(-1)
     return out, s_src, s_tgt
+
+
+def _suffix_schedule(vl: VLModel, out: Tensor, layers: list[int], src_states: list[Tensor],
+                     tgt_states: list[Tensor], tgt: dict[str, Tensor], img_emb: Tensor, mask: Tensor,
+                     n_real: Tensor, readout: Tensor, need: Tensor) -> None:
+    """:func:`patched_scores` for a causal tower whose blocks run on a suffix (fills ``out``).
+
+    A patch whose first patched position is ``p`` leaves positions ``< p`` of the target clean at
+    every later layer (no position reads a later one), so a row runs only positions ``p..`` and
+    attends to the clean target's cached keys and values before ``p``. Rows are grouped by ``p``
+    (one group per first position, across all layers) and by length (:func:`_row_chunks`); a
+    group makes one pass over the blocks, each row joining at the block its patch is applied to.
+    The same numbers as the whole-block path up to float rounding (tests/trace/test_cte.py).
+    """
+    L = vl.n_text_layers
+    first = mask.to(torch.int8).argmax(1)  # [K] first patched position of each patch
+    kv = [vl.text_block_kv(b, tgt_states[b]) for b in range(L)]  # clean keys/values per block
+    rows_e, rows_k, rows_i = [], [], []
+    for i, layer in enumerate(layers):
+        active = _active_patches(vl, src_states[layer], tgt_states[layer], mask, n_real, readout)
+        e_all, k_all = active.nonzero(as_tuple=True)
+        rows_e.append(e_all)
+        rows_k.append(k_all)
+        rows_i.append(torch.full_like(e_all, i))
+    e_all, k_all, i_all = torch.cat(rows_e), torch.cat(rows_k), torch.cat(rows_i)
+    if e_all.numel() == 0:
+        return
+    layer_of = torch.tensor(layers, dtype=torch.long, device=e_all.device)
+    start_all = first[k_all]
+    width = max(1, -(-int(need.max()) // SUFFIX_BANDS))
+    band = start_all // width
+    for v in torch.unique(band).tolist():
+        sel = (band == v).nonzero(as_tuple=True)[0]
+        for _, r_idx, T in _row_chunks(e_all[sel], sel, need):  # rows of similar length together
+            p = int(start_all[r_idx].min())  # the band's rows run from its first patched position
+            e_idx, k_idx, i_idx = e_all[r_idx], k_all[r_idx], i_all[r_idx]
+            lay = layer_of[i_idx]
+            order = torch.argsort(lay, stable=True)  # rows join the pass in layer order
+            e_idx, k_idx, i_idx, lay = e_idx[order], k_idx[order], i_idx[order], lay[order]
+            h = None
+            n_in = 0
+            for b in range(int(lay[0]), L + 1):
+                n_new = int((lay == b).sum())
+                if n_new:
+                    j = slice(n_in, n_in + n_new)
+                    hp = patch_hidden(tgt_states[b][:, :T], src_states[b][:, :T], mask[:, :T],
+                                      rows=(e_idx[j], k_idx[j]))[:, p:]
+                    h = hp if h is None else torch.cat([h, hp])
+                    n_in += n_new
+                if b < L:
+                    h = vl.text_block_suffix(b, h, kv[b][e_idx[:n_in], :p])
+            rows = {k: v[e_idx, :T] for k, v in tgt.items()}
+            full = torch.cat([tgt_states[L][e_idx, :p], h], 1)
+            z = vl.text_readout(full, vl.text_context(rows, full))  # [N, D]
+            out[e_idx, i_idx, k_idx] = (z * img_emb[e_idx]).sum(-1)
 
 
 # ----------------------------------------------------------------------------- naive reference
