@@ -306,6 +306,12 @@ VOCABULARY_CASES = [
     ("Several small nodular lesions in the right lung.", {"Lung Lesion": "present"}),
     ("Spiculated lesion in the left upper lobe.", {"Lung Lesion": "present"}),
     ("No focal parenchymal lesion.", {"Lung Lesion": "absent"}),
+    # MeSH has no reticulonodular term and encodes such changes as nodules (Open-i's manual coding)
+    ("Reticulonodular changes at the left base.", {"Lung Lesion": "present"}),
+    ("Bilateral apical fibronodular scarring.", {"Lung Lesion": "present"}),
+    ("Diffuse micronodular opacities.", {"Lung Lesion": "present", "Lung Opacity": "present"}),
+    ("Nodular irregularities in the right upper lobe.", {"Lung Lesion": "present"}),
+    ("No reticulonodular opacities.", {"Lung Lesion": "absent", "Lung Opacity": "absent"}),
     ("Goiter with mass effect on the trachea.", {"Lung Lesion": None}),
     ("Right upper lobe mass with mass effect on the trachea.", {"Lung Lesion": "present"}),
     # Pleural Effusion
