@@ -361,3 +361,29 @@ VOCABULARY_CASES = [
 @pytest.mark.parametrize("text,expected", VOCABULARY_CASES, ids=[c[0][:40] for c in VOCABULARY_CASES])
 def test_chexpert_vocabulary(nlp, text, expected):
     assert check(text, list(expected)) == expected
+
+
+def test_first_char_guard_keeps_every_match():
+    import re
+
+    cases = [
+        (r"\b(?:engorged|congested) (?:pulmonary )?vessels\b", "Engorged vessels; congested pulmonary vessels."),
+        (r"(?:\band\b|\bor\b|\bwith\b|,)", "effusion, atelectasis and edema or with"),
+        (r"\b(?<!scapular )tips? (?:is |at )", "The scapular tip is high; the catheter tip is at the SVC."),
+        (r"\b(?:(?:left|right) )?(?:costophrenic|cp) angles?", "Right costophrenic angle, CP angles, left cp angle"),
+    ]
+    for source, text in cases:
+        plain = re.compile(source, re.I)
+        guarded = polarity.first_char_guard(plain)
+        assert guarded.pattern.startswith("(?=[")
+        assert [m.span() for m in guarded.finditer(text)] == [m.span() for m in plain.finditer(text)]
+        assert guarded.findall(text)
+    # left alone where the first characters cannot be listed (\w, \s, \d are Unicode-wide) or it can be empty
+    for source in (r"\b(?:\w+ )?effusion", r"\s*,\s*with", r"\b\d+ mm", r"(?:a)?"):
+        assert polarity.first_char_guard(re.compile(source, re.I)).pattern == source
+
+
+def test_matchers_use_guarded_patterns(nlp):
+    regex = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher._MedspacyMatcher__regex_matcher
+    patterns = [p.pattern for ps in regex._patterns.values() for p in ps]
+    assert sum(p.startswith("(?=[") for p in patterns) > len(patterns) / 2
