@@ -323,6 +323,8 @@ VOCABULARY_CASES = [
     ("Meniscus of fluid at the left base.", {"Pleural Effusion": "present"}),
     ("Loculated pleural fluid laterally on the left.", {"Pleural Effusion": "present"}),
     ("No fluid in the fissures.", {"Pleural Effusion": "absent"}),
+    ("Small amount of fluid in the left costophrenic angle.", {"Pleural Effusion": "present"}),
+    ("Right basilar blunting.", {"Pleural Effusion": "present"}),
     ("Blunting of the right lateral sulcus.", {"Pleural Effusion": "present"}),
     ("The posterior sulci are mildly blunted.", {"Pleural Effusion": "present"}),
     ("The lateral sulci are sharp.", {"Pleural Effusion": None}),
