@@ -272,3 +272,120 @@ def test_lexicon_is_data_and_loads_into_medspacy(nlp):
     context = nlp.get_pipe("medspacy_context")
     assert len(context.rules) == len(polarity.modifier_rows())
     assert len(nlp.get_pipe("medspacy_target_matcher").rules) == len(polarity.target_rows())
+
+
+# Issue 17, round 2: surface forms of CheXpert's mention lists (chexpert-labeler phrases/mention/*.txt,
+# e.g. edema.txt "indistinctness", "vascular prominence"; lung_lesion.txt "lesion" forms;
+# support_devices.txt "line", "drain", "device") and their common clinical variants that the lexicon
+# missed. Each sentence is written for this test; a look-alike row keeps its finding word out.
+VOCABULARY_CASES = [
+    # Edema
+    ("There is mild pulmonary oedema.", {"Edema": "present"}),
+    ("Perihilar indistinctness, new since the prior study.", {"Edema": "present"}),
+    ("There is indistinctness of the pulmonary vessels.", {"Edema": "present"}),
+    ("The hila are indistinct.", {"Edema": "present"}),
+    ("Indistinct hila bilaterally.", {"Edema": "present"}),
+    ("Engorged pulmonary vessels.", {"Edema": "present"}),
+    ("The pulmonary vessels are engorged.", {"Edema": "present"}),
+    ("Pulmonary vasculature is congested.", {"Edema": "present"}),
+    ("The pulmonary vasculature is prominent.", {"Edema": "present"}),
+    ("Prominent pulmonary vasculature.", {"Edema": "present"}),
+    ("Upper lobe vascular redistribution.", {"Edema": "present"}),
+    ("The pulmonary vascularity is cephalized.", {"Edema": "present"}),
+    ("Pulmonary vascular markings are increased.", {"Edema": "present"}),
+    ("Findings are consistent with congestive cardiac failure.", {"Edema": "present"}),
+    ("No evidence of cardiac failure.", {"Edema": "absent"}),
+    ("No hilar indistinctness.", {"Edema": "absent"}),
+    ("No vascular redistribution.", {"Edema": "absent"}),
+    ("Edematous lungs.", {"Edema": "present"}),
+    ("Batwing opacities.", {"Edema": "present", "Lung Opacity": "present"}),
+    ("The pulmonary vessels are not engorged.", {"Edema": None}),
+    ("The hila are normal.", {"Edema": None}),
+    ("Prominent left hilum, possibly adenopathy.", {"Edema": None}),  # a prominent hilum is not edema
+    ("Subcutaneous oedema of the lateral chest wall.", {"Edema": None}),
+    # Lung Lesion
+    ("There is a coin lesion in the right midlung.", {"Lung Lesion": "present"}),
+    ("Several small nodular lesions in the right lung.", {"Lung Lesion": "present"}),
+    ("Spiculated lesion in the left upper lobe.", {"Lung Lesion": "present"}),
+    ("No focal parenchymal lesion.", {"Lung Lesion": "absent"}),
+    # MeSH has no reticulonodular term and encodes such changes as nodules (Open-i's manual coding)
+    ("Reticulonodular changes at the left base.", {"Lung Lesion": "present"}),
+    ("Bilateral apical fibronodular scarring.", {"Lung Lesion": "present"}),
+    ("Diffuse micronodular opacities.", {"Lung Lesion": "present", "Lung Opacity": "present"}),
+    ("Nodular irregularities in the right upper lobe.", {"Lung Lesion": "present"}),
+    ("No reticulonodular opacities.", {"Lung Lesion": "absent", "Lung Opacity": "absent"}),
+    ("Goiter with mass effect on the trachea.", {"Lung Lesion": None}),
+    ("Right upper lobe mass with mass effect on the trachea.", {"Lung Lesion": "present"}),
+    # Pleural Effusion
+    ("There is a small amount of fluid in the right minor fissure.", {"Pleural Effusion": "present"}),
+    ("Fluid tracking into the major fissure.", {"Pleural Effusion": "present"}),
+    ("Small subpulmonic effusion on the right.", {"Pleural Effusion": "present"}),
+    ("Meniscus of fluid at the left base.", {"Pleural Effusion": "present"}),
+    ("Loculated pleural fluid laterally on the left.", {"Pleural Effusion": "present"}),
+    ("No fluid in the fissures.", {"Pleural Effusion": "absent"}),
+    ("Small amount of fluid in the left costophrenic angle.", {"Pleural Effusion": "present"}),
+    ("Right basilar blunting.", {"Pleural Effusion": "present"}),
+    ("Blunting of the right lateral sulcus.", {"Pleural Effusion": "present"}),
+    ("The posterior sulci are mildly blunted.", {"Pleural Effusion": "present"}),
+    ("The lateral sulci are sharp.", {"Pleural Effusion": None}),
+    # Fracture: the same word on a device or its fixation is a look-alike
+    ("Broken left 5th and 6th ribs.", {"Fracture": "present"}),
+    ("Broken sternotomy wire.", {"Fracture": None}),
+    ("There is a fracture of the pacer lead.", {"Fracture": None, "Support Devices": "present"}),
+    ("Fracture of the third sternal wire.", {"Fracture": None}),
+    ("The fracture fixation plate is intact.", {"Fracture": None}),
+    ("Fracture of the left seventh rib.", {"Fracture": "present"}),
+    # Support Devices
+    ("The line terminates in the SVC.", {"Support Devices": "present"}),
+    ("Left ventricular assist device.", {"Support Devices": "present"}),
+    ("There is a loop recorder over the left chest.", {"Support Devices": "present"}),
+    ("Gastrostomy tube in the left upper quadrant.", {"Support Devices": "present"}),
+    ("Transvenous pacing wire in the right ventricle.", {"Support Devices": "present"}),
+    ("Epicardial pacing wires.", {"Support Devices": "present"}),
+    ("Right IJ sheath.", {"Support Devices": "present"}),
+    ("Left IJ introducer sheath.", {"Support Devices": "present"}),
+    ("Left-sided pacing device.", {"Support Devices": "present"}),
+    ("Right-sided central venous line.", {"Support Devices": "present"}),
+    ("Left pleural drain in place.", {"Support Devices": "present"}),
+    ("The tube terminates in the stomach.", {"Support Devices": "present"}),
+    ("Mechanical mitral valve.", {"Support Devices": "present"}),
+    ("Bioprosthetic aortic valve.", {"Support Devices": "present"}),
+    ("Mitral annuloplasty ring.", {"Support Devices": "present"}),
+    ("Status post TAVR.", {"Support Devices": "present"}),
+    ("Left IJ Cordis.", {"Support Devices": "present"}),
+    ("Aortic valve calcification.", {"Support Devices": None}),
+    ("The pleural line is visible at the right apex.", {"Support Devices": None}),
+    ("Skin fold line projects over the right lung.", {"Support Devices": None}),
+    ("The central venous structures are normal.", {"Support Devices": None}),
+]
+
+
+@pytest.mark.parametrize("text,expected", VOCABULARY_CASES, ids=[c[0][:40] for c in VOCABULARY_CASES])
+def test_chexpert_vocabulary(nlp, text, expected):
+    assert check(text, list(expected)) == expected
+
+
+def test_first_char_guard_keeps_every_match():
+    import re
+
+    cases = [
+        (r"\b(?:engorged|congested) (?:pulmonary )?vessels\b", "Engorged vessels; congested pulmonary vessels."),
+        (r"(?:\band\b|\bor\b|\bwith\b|,)", "effusion, atelectasis and edema or with"),
+        (r"\b(?<!scapular )tips? (?:is |at )", "The scapular tip is high; the catheter tip is at the SVC."),
+        (r"\b(?:(?:left|right) )?(?:costophrenic|cp) angles?", "Right costophrenic angle, CP angles, left cp angle"),
+    ]
+    for source, text in cases:
+        plain = re.compile(source, re.I)
+        guarded = polarity.first_char_guard(plain)
+        assert guarded.pattern.startswith("(?=[")
+        assert [m.span() for m in guarded.finditer(text)] == [m.span() for m in plain.finditer(text)]
+        assert guarded.findall(text)
+    # left alone where the first characters cannot be listed (\w, \s, \d are Unicode-wide) or it can be empty
+    for source in (r"\b(?:\w+ )?effusion", r"\s*,\s*with", r"\b\d+ mm", r"(?:a)?"):
+        assert polarity.first_char_guard(re.compile(source, re.I)).pattern == source
+
+
+def test_matchers_use_guarded_patterns(nlp):
+    regex = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher._MedspacyMatcher__regex_matcher
+    patterns = [p.pattern for ps in regex._patterns.values() for p in ps]
+    assert sum(p.startswith("(?=[") for p in patterns) > len(patterns) / 2

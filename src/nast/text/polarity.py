@@ -207,6 +207,71 @@ def _speed_up_regex_matchers(nlp) -> None:
         regex = getattr(matcher, "_MedspacyMatcher__regex_matcher", None)
         if regex is not None and type(regex).__name__ == "RegexMatcher":
             regex.__class__ = _one_text_regex_matcher()
+            for match_id, patterns in regex._patterns.items():
+                regex._patterns[match_id] = [first_char_guard(p) for p in patterns]
+
+
+def _first_chars(items) -> tuple[frozenset[str] | None, bool]:
+    """(the characters a parsed regular expression can start with, whether it can match empty);
+    ``None`` for the characters when they cannot be listed (``.``, ``\\w``, a negated set...)."""
+    from re import _constants as c
+
+    chars: set[str] = set()
+    for op, av in items:
+        if op is c.LITERAL:
+            return frozenset(chars | {chr(av)}), False
+        if op is c.IN:
+            for iop, iav in av:
+                if iop is c.LITERAL:
+                    chars.add(chr(iav))
+                elif iop is c.RANGE and iav[1] - iav[0] < 64:
+                    chars.update(chr(k) for k in range(iav[0], iav[1] + 1))
+                else:  # a category (\\d, \\s, \\w: Unicode-wide), a negated set, a wide range
+                    return None, False
+            return frozenset(chars), False
+        if op is c.AT or op in (c.ASSERT, c.ASSERT_NOT):
+            continue  # zero-width: the next item decides
+        if op is c.SUBPATTERN:
+            sub, nullable = _first_chars(av[3])
+        elif op is c.BRANCH:
+            sub, nullable = set(), False
+            for branch in av[1]:
+                b, bn = _first_chars(branch)
+                if b is None:
+                    return None, False
+                sub |= b
+                nullable = nullable or bn
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            sub, nullable = _first_chars(av[2])
+            nullable = nullable or av[0] == 0
+        else:
+            return None, False
+        if sub is None:
+            return None, False
+        chars |= sub
+        if not nullable:
+            return frozenset(chars), False
+    return frozenset(chars), True
+
+
+def first_char_guard(pattern: re.Pattern) -> re.Pattern:
+    """``pattern`` behind a look-ahead for the characters it can start with, ``(?=[...])``: the same
+    matches (a zero-width test that every match passes), found faster, as Python's ``re`` then
+    skips the positions where no match can start instead of trying every alternative there (a
+    leading ``\\b`` or alternation otherwise defeats its own prefix scan). Unchanged when the
+    first characters cannot be listed or the pattern can match empty."""
+    from re import _parser
+
+    try:
+        chars, nullable = _first_chars(_parser.parse(pattern.pattern, pattern.flags))
+    except Exception:  # noqa: BLE001 - an unexpected parse tree: leave the pattern as it is
+        return pattern
+    if chars is None or nullable or not chars:
+        return pattern
+    if pattern.flags & re.IGNORECASE:
+        chars = frozenset(chars | {ch.lower() for ch in chars} | {ch.upper() for ch in chars})
+    guard = "(?=[" + "".join(re.escape(ch) for ch in sorted(chars)) + "])"
+    return re.compile(guard + pattern.pattern, pattern.flags)
 
 
 @functools.lru_cache(maxsize=1)
