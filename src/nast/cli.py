@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mednega": ("nast.text.mednega", "export/import the official MedNega-CXR JSON benchmark layout"),
     "pretrain-base": ("nast.models.pretrain", "pretrain the tiny demo open_clip model (CLIP loss)"),
     "trace": ("nast.trace.stage", "causal tracing effects (CTE) per text-encoder layer"),
+    "embed-images": ("nast.stages.embed_images",
+                     "embed every cohort image once with the base model (read by train and evaluate)"),
     "train": ("nast.train.stage", "train NAST or a baseline (LoRA through PEFT, alpha_l^beta gradient scaling)"),
     "evaluate": ("nast.evaluate.stage", "evaluate a method: MCQ negated/affirmative, claims, retrieval, AUROC"),
     "grounding-data": ("nast.grounding.grounding_data",

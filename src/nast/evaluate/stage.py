@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", required=True, help="cohort.parquet (retrieval and AUROC on the test split)")
     parser.add_argument("--benchmark", required=True, help="benchmark.parquet (MCQ on the test split)")
     parser.add_argument("--contextual", required=True, help="contextual.parquet (claims on the test split)")
+    parser.add_argument("--embeddings", default=None,
+                        help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
+                             "read instead of embedding the images when the model's vision tower is the base's")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/eval/M.json")
 
 
@@ -92,13 +95,14 @@ def retrieval_pairs(cohort: pl.DataFrame, split: str = "test") -> pl.DataFrame:
     return df.sort(["study_id", "dicom_id"]).group_by("study_id", maintain_order=True).first().sort("study_id")
 
 
-def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.DataFrame, ev: dict) -> dict:
+def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.DataFrame, ev: dict,
+             store=None) -> dict:
     from nast.evaluate import scoring as S
 
     n_boot, seed = int(ev["bootstrap"]), int(ev["seed"])
     vl.model.eval()
     bench = benchmark.filter(pl.col("split") == "test").sort("dicom_id")
-    neg, aff = S.mcq_hits(vl, bench)
+    neg, aff = S.mcq_hits(vl, bench, store)
     out = mcq_block(neg, aff, bench, n_boot, seed)
     correct = S.mcq_correct_index(bench)
     out["mcq_length_bias"] = {
@@ -112,7 +116,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     log.info("MCQ: %d test questions, negated %.3f, affirmative %.3f", len(neg), out["mcq_negated_acc"],
              out["mcq_affirmative_acc"])
 
-    out.update(S.claim_metrics(vl, contextual, "test", shuffle_seed=seed))
+    out.update(S.claim_metrics(vl, contextual, "test", shuffle_seed=seed, store=store))
 
     pairs = retrieval_pairs(cohort)
     if pairs.height:
@@ -122,7 +126,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
         # "findings + impression" string is cut mid-sentence by the tokenizer, dropping the impression)
         reports = ReportCaptions(vl, pairs["findings"].to_list(),
                                  pairs["impression"].to_list(), "report").captions(None)
-        img = S.image_embeddings(vl, pairs["image_path"].to_list())
+        img = S.image_embeddings(vl, pairs["image_path"].to_list(), store=store)
         txt = S.text_embeddings(vl, reports)
         img_mat = np.stack([img[p] for p in pairs["image_path"]])
         T = np.stack([txt[r] for r in reports])
@@ -137,7 +141,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     test = cohort.filter(pl.col("split") == "test").sort("dicom_id")
     aurocs: dict[str, float] = {}
     if test.height:
-        img = S.image_embeddings(vl, test["image_path"].to_list())
+        img = S.image_embeddings(vl, test["image_path"].to_list(), store=store)
         prompts = [t for c in CONDITIONS for t in (c.lower(), f"no {c.lower()}")]
         txt = S.text_embeddings(vl, prompts)
         img_mat = np.stack([img[p] for p in test["image_path"]])
@@ -154,7 +158,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     return out
 
 
-def _mednega(vl, path: str, cohort: pl.DataFrame, ev: dict) -> dict:
+def _mednega(vl, path: str, cohort: pl.DataFrame, ev: dict, store=None) -> dict:
     """Evaluate the official MedNega-CXR JSON (all its records with an image in the cohort).
 
     Records are read by ``nast.text.mednega.from_records`` (images attached by study_id from the
@@ -166,7 +170,8 @@ def _mednega(vl, path: str, cohort: pl.DataFrame, ev: dict) -> dict:
     records = read_records(path, "evaluate.mednega_json")
     bench, skipped = from_records(records, cohort, source=str(path), verify=False)
     bench = bench.sort("dicom_id")
-    neg, aff = S.mcq_hits(vl, bench)
+    neg, aff = S.mcq_hits(vl, bench, store if store is not None and all(
+        p in store.row for p in bench["image_path"]) else None)
     out = mcq_block(neg, aff, bench, int(ev["bootstrap"]), int(ev["seed"]))
     out["n_mednega_skipped"] = skipped.height
     return out
@@ -204,11 +209,14 @@ def run(args: argparse.Namespace, params: dict) -> int:
     torch.manual_seed(int(params["evaluate"]["seed"]))
     vl = load_model(params["model"], device=params["model"]["device"])
     cfg = load_trained(vl, args.model_dir)
+    from nast.models.embeddings import store_for_model
+
+    store = store_for_model(args.embeddings, params["model"], args.model_dir)
     log.info("%s: evaluating %s (%s)", args.method, args.model_dir, "trained" if cfg.get("trained") else "base model")
     with torch.no_grad():
-        result = evaluate(vl, cohort, benchmark, contextual, params["evaluate"])
+        result = evaluate(vl, cohort, benchmark, contextual, params["evaluate"], store)
         if params["evaluate"].get("mednega_json"):
-            result["mednega"] = _mednega(vl, params["evaluate"]["mednega_json"], cohort, params["evaluate"])
+            result["mednega"] = _mednega(vl, params["evaluate"]["mednega_json"], cohort, params["evaluate"], store)
     result = {"method": args.method, **result}
     io.write_json(_clean(result), args.out)
     log.info("%s: negated %.3f affirmative %.3f gap %.3f claim %.3f R@5 %.3f -> %s", args.method,

@@ -1,0 +1,1 @@
+"""One module per pipeline rule: its ``nast`` subcommand entry (PARAMS_KEYS, add_arguments, run)."""
