@@ -72,6 +72,7 @@ def test_peak_rss_does_not_grow_with_the_number_of_images(tmp_path):
     large = _peak_rss_mb(tmp_path / "4n", 4 * N)
     # what loading every image at once would add at 4N over N (train + test images)
     all_at_once = 2 * 3 * N * 3 * 224 * 224 * 4 / 2**20
+    print(f"PEAK_RSS small={small:.0f}MB large={large:.0f}MB")
     assert large <= small * 1.10, (
         f"peak RSS {large:.0f} MB with {4 * N}+{4 * N} images vs {small:.0f} MB with {N}+{N} "
         f"(> 10 % more; loading all images at once adds ~{all_at_once:.0f} MB)")
