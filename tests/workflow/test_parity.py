@@ -178,7 +178,8 @@ def test_every_stage_depends_on_the_code_it_runs(snakemake_export):
     """Both DAGs list each stage's import closure (nast.codedeps), nothing hand-listed."""
     from nast.codedeps import code_deps
 
-    command = {"demo_data": "demo-data", "pretrain_base": "pretrain-base", "train_sweep": "train",
+    command = {"demo_data": "demo-data", "pretrain_base": "pretrain-base", "embed_images": "embed-images",
+               "train_sweep": "train",
                "evaluate_sweep": "evaluate", "grounding_data": "grounding-data",
                "evaluate_grounding": "evaluate-grounding", "evaluate_grounding_sweep": "evaluate-grounding"}
     dvc = dagtools.dvc_stages(ROOT)
