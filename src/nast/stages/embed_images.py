@@ -7,7 +7,8 @@ checkpoint and config files). ``nast train`` (unless ``train.train_vision``), ``
 (models whose vision tower is the base's) read it with ``--embeddings`` instead of re-embedding
 the same images, and refuse it when the base model's files differ. Images are streamed through
 a DataLoader (env ``NAST_IMAGE_WORKERS`` worker processes), in batches of 64 in path order: the
-numbers the stages computed themselves. ``--grounding`` adds the grounding table's images
+frozen tower's numbers within float tolerance (an image's batch-mates differ from those it has in
+a stage's own batches; at most 1e-7 apart on the demo). ``--grounding`` adds the grounding table's images
 (originals, counterfactuals, controls).
 """
 
