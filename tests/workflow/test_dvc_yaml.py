@@ -106,8 +106,9 @@ def test_generated_for_a_real_source_has_no_demo_stage(real_source):
     smk, problems = dagtools.normalise_snakemake(dagtools.snakemake_jobs(project))
     assert problems == [] and dagtools.compare(smk, dvc) == []
     methods, betas = real_source["params"]["methods"], real_source["params"]["nast"]["betas"]
-    assert len(dvc) == 8 + 2 * len(methods) + 2 * len(betas)
+    assert len(dvc) == 9 + 2 * len(methods) + 2 * len(betas)
     ckpt = str(real_source["checkpoint"])
+    assert ckpt in dvc["embed_images"]["deps"] and f"--base {ckpt}" in dvc["embed_images"]["cmd"]
     assert ckpt in dvc["trace"]["deps"] and f"--base {ckpt}" in dvc[f"evaluate@{methods[0]}"]["cmd"]
     data_deps = [d for d in dvc["ingest"]["deps"] if not d.startswith("src/nast/")]
     assert data_deps == [str(real_source["root"])]

@@ -5,6 +5,7 @@ rule evaluate:
         code=code("evaluate"),
         model="models/{method}",
         base=base_model(),
+        embeddings=EMBEDDINGS,
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -27,7 +28,7 @@ rule evaluate:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method {wildcards.method} --model-dir {input.model}"
-        " --base {input.base} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base} --embeddings {input.embeddings} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"
 
 
@@ -36,6 +37,7 @@ rule evaluate_sweep:
         code=code("evaluate"),
         model="models/nast-beta{beta}",
         base=base_model(),
+        embeddings=EMBEDDINGS,
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -58,5 +60,5 @@ rule evaluate_sweep:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method nast-beta{wildcards.beta} --model-dir {input.model}"
-        " --base {input.base} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base} --embeddings {input.embeddings} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"

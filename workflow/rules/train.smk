@@ -12,6 +12,7 @@ rule train:
         contextual=CONTEXTUAL,
         layer_weights=LAYER_WEIGHTS,
         model=base_model(),
+        embeddings=EMBEDDINGS,
     output:
         directory("models/{method}"),
     params:
@@ -28,6 +29,7 @@ rule train:
     shell:
         "nast train --params {params.file} --method {wildcards.method} --cohort {input.cohort}"
         " --benchmark {input.benchmark} --contextual {input.contextual} --base {input.model}"
+        " --embeddings {input.embeddings}"
         " --layer-weights {input.layer_weights}{params.ground} --out {output} > {log} 2>&1"
 
 
@@ -39,6 +41,7 @@ rule train_sweep:
         contextual=CONTEXTUAL,
         layer_weights=LAYER_WEIGHTS,
         model=base_model(),
+        embeddings=EMBEDDINGS,
     output:
         directory("models/nast-beta{beta}"),
     params:
@@ -54,4 +57,5 @@ rule train_sweep:
     shell:
         "nast train --params {params.file} --method nast --beta {wildcards.beta} --cohort {input.cohort}"
         " --benchmark {input.benchmark} --contextual {input.contextual} --base {input.model}"
+        " --embeddings {input.embeddings}"
         " --layer-weights {input.layer_weights} --out {output} > {log} 2>&1"

@@ -52,13 +52,14 @@ def retrieval_pairs(cohort: pl.DataFrame, split: str = "test") -> pl.DataFrame:
 
 
 
-def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.DataFrame, ev: dict) -> dict:
+def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.DataFrame, ev: dict,
+             store=None) -> dict:
     from nast.evaluate import scoring as S
 
     n_boot, seed = int(ev["bootstrap"]), int(ev["seed"])
     vl.model.eval()
     bench = benchmark.filter(pl.col("split") == "test").sort("dicom_id")
-    neg, aff = S.mcq_hits(vl, bench)
+    neg, aff = S.mcq_hits(vl, bench, store)
     out = mcq_block(neg, aff, bench, n_boot, seed)
     correct = S.mcq_correct_index(bench)
     out["mcq_length_bias"] = {
@@ -72,7 +73,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     log.info("MCQ: %d test questions, negated %.3f, affirmative %.3f", len(neg), out["mcq_negated_acc"],
              out["mcq_affirmative_acc"])
 
-    out.update(S.claim_metrics(vl, contextual, "test", shuffle_seed=seed))
+    out.update(S.claim_metrics(vl, contextual, "test", shuffle_seed=seed, store=store))
 
     pairs = retrieval_pairs(cohort)
     if pairs.height:
@@ -82,7 +83,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
         # "findings + impression" string is cut mid-sentence by the tokenizer, dropping the impression)
         reports = ReportCaptions(vl, pairs["findings"].to_list(),
                                  pairs["impression"].to_list(), "report").captions(None)
-        img = S.image_embeddings(vl, pairs["image_path"].to_list())
+        img = S.image_embeddings(vl, pairs["image_path"].to_list(), store=store)
         txt = S.text_embeddings(vl, reports)
         img_mat = np.stack([img[p] for p in pairs["image_path"]])
         T = np.stack([txt[r] for r in reports])
@@ -97,7 +98,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
     test = cohort.filter(pl.col("split") == "test").sort("dicom_id")
     aurocs: dict[str, float] = {}
     if test.height:
-        img = S.image_embeddings(vl, test["image_path"].to_list())
+        img = S.image_embeddings(vl, test["image_path"].to_list(), store=store)
         prompts = [t for c in CONDITIONS for t in (c.lower(), f"no {c.lower()}")]
         txt = S.text_embeddings(vl, prompts)
         img_mat = np.stack([img[p] for p in test["image_path"]])
@@ -115,7 +116,7 @@ def evaluate(vl, cohort: pl.DataFrame, benchmark: pl.DataFrame, contextual: pl.D
 
 
 
-def mednega_block(vl, path: str, cohort: pl.DataFrame, ev: dict) -> dict:
+def mednega_block(vl, path: str, cohort: pl.DataFrame, ev: dict, store=None) -> dict:
     """Evaluate the official MedNega-CXR JSON (all its records with an image in the cohort).
 
     Records are read by ``nast.text.mednega.from_records`` (images attached by study_id from the
@@ -127,7 +128,8 @@ def mednega_block(vl, path: str, cohort: pl.DataFrame, ev: dict) -> dict:
     records = read_records(path, "evaluate.mednega_json")
     bench, skipped = from_records(records, cohort, source=str(path), verify=False)
     bench = bench.sort("dicom_id")
-    neg, aff = S.mcq_hits(vl, bench)
+    neg, aff = S.mcq_hits(vl, bench, store if store is not None and all(
+        p in store.row for p in bench["image_path"]) else None)
     out = mcq_block(neg, aff, bench, int(ev["bootstrap"]), int(ev["seed"]))
     out["n_mednega_skipped"] = skipped.height
     return out

@@ -3,6 +3,9 @@
 Everything here turns (model, table) into similarity arrays; the metric definitions live in
 :mod:`nast.evaluate.metrics`. Texts and images are embedded once each (deduplicated) in batches
 under ``torch.no_grad``; cosine similarity = dot product of the L2-normalised embeddings.
+Images are streamed through a DataLoader (:func:`nast.models.embeddings.embed_paths`), or, given
+``store`` (the base model's :class:`nast.models.embeddings.EmbeddingStore`, for a model whose
+vision tower is the base's), read from it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import polars as pl
 import torch
 
 from nast.evaluate import metrics as M
-from nast.models.data import load_images, tokens_on_device
+from nast.models.data import tokens_on_device
+from nast.models.embeddings import embed_paths
 
 
 @torch.no_grad()
@@ -27,15 +31,12 @@ def text_embeddings(vl, texts: list[str], batch_size: int = 256) -> dict[str, np
 
 
 @torch.no_grad()
-def image_embeddings(vl, paths: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+def image_embeddings(vl, paths: list[str], batch_size: int = 64, store=None) -> dict[str, np.ndarray]:
     uniq = sorted(set(paths))
-    out: dict[str, np.ndarray] = {}
-    for i in range(0, len(uniq), batch_size):
-        chunk = uniq[i : i + batch_size]
-        pixels = load_images(vl, chunk).to(vl.device)
-        emb = vl.encode_image(pixels).float().cpu().numpy()
-        out.update(zip(chunk, emb))
-    return out
+    if not uniq:
+        return {}
+    emb = store.lookup(uniq) if store is not None else embed_paths(vl, uniq, batch_size)
+    return dict(zip(uniq, emb.float().cpu().numpy()))
 
 
 def mcq_scores(bench: pl.DataFrame, img: dict, txt: dict, prefix: str) -> np.ndarray:
@@ -62,13 +63,13 @@ def mcq_correct_index(bench: pl.DataFrame) -> np.ndarray:
     return np.asarray([M.LETTERS.index(c) for c in bench["correct"].to_list()], dtype=int)
 
 
-def mcq_hits(vl, bench: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def mcq_hits(vl, bench: pl.DataFrame, store=None) -> tuple[np.ndarray, np.ndarray]:
     """(negated hits, affirmative hits) per question of ``bench``."""
     if bench.height == 0:
         return np.zeros(0, bool), np.zeros(0, bool)
     texts = [t for p in ("negated", "affirmative") for L in M.LETTERS for t in bench[f"{p}_{L}"].to_list()]
     txt = text_embeddings(vl, texts)
-    img = image_embeddings(vl, bench["image_path"].to_list())
+    img = image_embeddings(vl, bench["image_path"].to_list(), store=store)
     correct = mcq_correct_index(bench)
     neg = M.mcq_correct(mcq_scores(bench, img, txt, "negated"), correct)
     aff = M.mcq_correct(mcq_scores(bench, img, txt, "affirmative"), correct)
@@ -94,7 +95,8 @@ def other_subject_images(df: pl.DataFrame, seed: int) -> dict[str, str]:
     return out
 
 
-def claim_metrics(vl, contextual: pl.DataFrame, split: str, shuffle_seed: int | None = None) -> dict:
+def claim_metrics(vl, contextual: pl.DataFrame, split: str, shuffle_seed: int | None = None,
+                  store=None) -> dict:
     """Claim metrics of ``split``. With ``shuffle_seed`` also the text-only control: each claim
     scored against another subject's image (:func:`other_subject_images`), i.e. what the captions
     alone decide (a trained model that wins there learned a text prior, e.g. "the negated caption
@@ -107,7 +109,7 @@ def claim_metrics(vl, contextual: pl.DataFrame, split: str, shuffle_seed: int | 
         mapping = {}
     else:
         txt = text_embeddings(vl, df["caption"].to_list() + df["foil"].to_list())
-        img = image_embeddings(vl, df["image_path"].to_list())
+        img = image_embeddings(vl, df["image_path"].to_list(), store=store)
         group = [f"{d}\x00{c}" for d, c in zip(df["dicom_id"], df["caption"])]
         types = df["foil_type"].to_list()
 
@@ -129,14 +131,16 @@ def claim_metrics(vl, contextual: pl.DataFrame, split: str, shuffle_seed: int | 
     return out
 
 
-def validation_metrics(vl, benchmark: pl.DataFrame, contextual: pl.DataFrame, split: str = "validate") -> dict:
-    """The per-epoch curve columns: val MCQ accuracies and val claim accuracy."""
+def validation_metrics(vl, benchmark: pl.DataFrame, contextual: pl.DataFrame, split: str = "validate",
+                       store=None) -> dict:
+    """The per-epoch curve columns: val MCQ accuracies and val claim accuracy (``store``: the
+    base model's image embeddings, for a frozen vision tower)."""
     was_training = vl.model.training
     vl.model.eval()
     try:
         bench = benchmark.filter(pl.col("split") == split).sort("dicom_id")
-        neg, aff = mcq_hits(vl, bench)
-        claims = claim_metrics(vl, contextual, split)
+        neg, aff = mcq_hits(vl, bench, store)
+        claims = claim_metrics(vl, contextual, split, store=store)
     finally:
         vl.model.train(was_training)
     return {

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", required=True, help="cohort.parquet (retrieval and AUROC on the test split)")
     parser.add_argument("--benchmark", required=True, help="benchmark.parquet (MCQ on the test split)")
     parser.add_argument("--contextual", required=True, help="contextual.parquet (claims on the test split)")
+    parser.add_argument("--embeddings", default=None,
+                        help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
+                             "read instead of embedding the images when the model's vision tower is the base's")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/eval/M.json")
 
 
@@ -75,11 +78,14 @@ def run(args: argparse.Namespace, params: dict) -> int:
     torch.manual_seed(int(params.evaluate.seed))
     vl = load_model(params.model, device=params.model.device)
     cfg = load_trained(vl, args.model_dir)
+    from nast.models.embeddings import store_for_model
+
+    store = store_for_model(args.embeddings, params.model, args.model_dir)
     log.info("%s: evaluating %s (%s)", args.method, args.model_dir, "trained" if cfg.get("trained") else "base model")
     with torch.no_grad():
-        result = evaluate(vl, cohort, benchmark, contextual, params.evaluate)
+        result = evaluate(vl, cohort, benchmark, contextual, params.evaluate, store)
         if params.evaluate.mednega_json:
-            result["mednega"] = mednega_block(vl, params.evaluate.mednega_json, cohort, params.evaluate)
+            result["mednega"] = mednega_block(vl, params.evaluate.mednega_json, cohort, params.evaluate, store)
     result = {"method": args.method, **result}
     io.write_json(io.json_safe(result), args.out)
     log.info("%s: negated %.3f affirmative %.3f gap %.3f claim %.3f R@5 %.3f -> %s", args.method,

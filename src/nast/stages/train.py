@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None,
                         help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
                              "default: params model.checkpoint)")
+    parser.add_argument("--embeddings", default=None,
+                        help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
+                             "read instead of embedding the images, unless train.train_vision (needs pixels)")
     parser.add_argument("--out", required=True, help="output model folder, e.g. models/nast")
     parser.add_argument("--stop-after-epoch", type=int, default=None,
                         help="testing: stop after this epoch as if killed (exit 3); rerun to resume")
@@ -195,12 +198,15 @@ def _run(args: argparse.Namespace, params: dict) -> int:
             cohort = io.read_table(args.cohort, "cohort", params)
         claim_labels = claim_polarity_labels(groups, cohort, source=args.cohort)
 
+    from nast.models.embeddings import open_store
+
+    store = None if tp.train_vision else open_store(args.embeddings, params.model)
     curve, finished = trainer.train(
         vl, spec, groups, tp, scales, scale_mode, out,
-        validate=lambda: validation_metrics(vl, benchmark, contextual, "validate"),
+        validate=lambda: validation_metrics(vl, benchmark, contextual, "validate", store),
         stop_after_epoch=stop, fingerprint=fingerprint,
         report_captions=report_captions if clip_caption == "report" else None,
-        claim_labels=claim_labels, ground=ground,
+        claim_labels=claim_labels, ground=ground, embeddings=store,
     )
     if not finished:
         return 3

@@ -67,7 +67,8 @@ from nast.models.adapters import (  # noqa: F401 - the adapter format, shared wi
     pin_mha_base_weights,
     trainable_state,
 )
-from nast.models.data import load_images, tokens_on_device
+from nast.models.data import tokens_on_device
+from nast.models.embeddings import embed_paths, load_pixels
 from nast.train import losses
 from nast.train.data import not_negative_mask, opposite_mask
 from nast.train.methods import MethodSpec
@@ -320,6 +321,7 @@ def train(
     report_captions: Callable[[list[str]], Any] | None = None,
     claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     ground: pl.DataFrame | None = None,
+    embeddings=None,
 ) -> tuple[list[dict[str, float]], bool]:
     """Run (or resume) training. Returns (curve rows, finished). Writes OUT/state/ checkpoints.
 
@@ -341,6 +343,12 @@ def train(
     DPO loss over the preference pairs (:mod:`nast.train.preference`): the batch's caption-over-foil
     pairs plus, with ``ground``, ``batch_size`` image-side pairs per step (a per-epoch permutation,
     cycled); its reference scores are computed here, once, from the base model (adapters off).
+
+    Images are streamed (:mod:`nast.models.embeddings`): with the vision tower frozen each unique
+    image is embedded once, in batches, before the first epoch -- or read from ``embeddings`` (an
+    :class:`nast.models.embeddings.EmbeddingStore` of the same base model, ``nast embed-images``),
+    which must then hold every training image (grounding images it lacks are embedded here); with
+    ``train.train_vision`` every step loads its batch's pixels and ``embeddings`` must be None.
     """
     out_dir = Path(out_dir)
     state_dir = out_dir / STATE_DIR
@@ -365,18 +373,31 @@ def train(
     else:
         opt = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
 
-    # images: embedded once when the vision tower is frozen
+    # images: streamed; embedded once (or read from the store) when the vision tower is frozen
     paths = groups["image_path"].to_list()
     train_vision = bool(train_params["train_vision"])
+    if train_vision and embeddings is not None:
+        raise StageError("train.train_vision trains the vision tower on pixels: cached image embeddings "
+                         "(--embeddings) cannot be used")
     uniq_paths = sorted(set(paths))
-    pixels = load_images(vl, uniq_paths)
     path_idx = {p: i for i, p in enumerate(uniq_paths)}
     row_img = torch.tensor([path_idx[p] for p in paths])
     reports = report_captions(uniq_paths) if report_captions is not None else None
+
+    def frozen_embeddings(ps: list[str], what: str, required: bool = True) -> torch.Tensor:
+        """[len(ps), D] base-tower embeddings: from the store (``required``: it must hold them all),
+        else embedded here in streamed batches."""
+        if embeddings is not None and (required or all(p in embeddings.row for p in ps)):
+            return embeddings.lookup(ps, vl.device)
+        with torch.no_grad():
+            return embed_paths(vl, ps, what=what)
+
+    def pixels_of(ps: list[str], what: str = "image") -> torch.Tensor:
+        return load_pixels(vl, ps, what).to(vl.device, non_blocking=True)
+
     if not train_vision:
         vl.model.eval()
-        with torch.no_grad():
-            img_all = torch.cat([vl.encode_image(pixels[i : i + 64].to(vl.device)) for i in range(0, len(pixels), 64)])
+        img_all = frozen_embeddings(uniq_paths, "image")
 
     use_ground = spec.lambda_ground > 0
     use_dpo = spec.lambda_dpo > 0
@@ -385,16 +406,13 @@ def train(
     if use_ground or (use_dpo and ground is not None and ground.height > 0):
         g_paths = sorted({p for c in ("image_path", "cf_path", "ctrl_path") for p in ground[c].to_list() if p})
         g_idx = {p: i for i, p in enumerate(g_paths)}
-        g_pixels = load_images(vl, g_paths, "grounding image")
         g_img = torch.tensor([g_idx[p] for p in ground["image_path"]])
         g_cf = torch.tensor([g_idx[p] if p else g_idx[i] for p, i in zip(ground["cf_path"], ground["image_path"])])
         g_has = torch.tensor([p is not None for p in ground["ctrl_path"]])
         g_ctrl = torch.tensor([g_idx[p] if p else g_idx[i] for p, i in zip(ground["ctrl_path"], ground["image_path"])])
         g_keys = list(ground.select("dicom_id", "finding", "box_index").iter_rows())
         if not train_vision:
-            with torch.no_grad():
-                g_emb = torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device))
-                                   for i in range(0, len(g_pixels), 64)])
+            g_emb = frozen_embeddings(g_paths, "grounding image", required=False)
 
     dpo_text = dpo_img = None
     d_pairs = None
@@ -414,14 +432,10 @@ def train(
         was_training = vl.model.training
         vl.model.eval()
         with preference.adapters_disabled(vl.model), torch.no_grad():
-            ref_img = (img_all if not train_vision else
-                       torch.cat([vl.encode_image(pixels[i : i + 64].to(vl.device))
-                                  for i in range(0, len(pixels), 64)]))
+            ref_img = img_all if not train_vision else embed_paths(vl, uniq_paths)
             dpo_text = preference.text_reference(vl, groups, t_pairs, ref_img[row_img], _scale(vl))
             if d_pairs.height:
-                ref_g = (g_emb if not train_vision else
-                         torch.cat([vl.encode_image(g_pixels[i : i + 64].to(vl.device))
-                                    for i in range(0, len(g_pixels), 64)]))
+                ref_g = g_emb if not train_vision else embed_paths(vl, g_paths, what="grounding image")
                 dpo_img = preference.image_reference(vl, d_pairs, {p: ref_g[i] for p, i in g_idx.items()}, _scale(vl))
                 dpo_img["w"] = torch.tensor([g_idx[p] for p in d_pairs["image_w"]])
                 dpo_img["l"] = torch.tensor([g_idx[p] for p in d_pairs["image_l"]])
@@ -441,7 +455,9 @@ def train(
                                   lens, lens, spec.dpo_beta, spec.dpo_alpha)
 
     def ground_embeddings(rows: torch.Tensor) -> torch.Tensor:
-        return vl.encode_image(g_pixels[rows].to(vl.device)) if train_vision else g_emb[rows]
+        if train_vision:
+            return vl.encode_image(pixels_of([g_paths[i] for i in rows.tolist()], "grounding image"))
+        return g_emb[rows]
 
     def ground_term(step: int, gperm: torch.Tensor, texts: list[tuple[str, str]]) -> torch.Tensor:
         """The grounding loss of step ``step``'s pairs (``batch_size`` of them, cycling ``gperm``)."""
@@ -505,7 +521,7 @@ def train(
             if len(rows) < 2:
                 continue
             if train_vision:
-                img = vl.encode_image(pixels[row_img[rows]].to(vl.device))
+                img = vl.encode_image(pixels_of([uniq_paths[i] for i in row_img[rows].tolist()]))
             else:
                 img = img_all[row_img[rows]]
             texts = [epoch_caps[i] for i in row_img[rows].tolist()] if epoch_caps is not None else None
