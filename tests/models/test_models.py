@@ -174,3 +174,25 @@ def test_packaged_demo_config_is_the_tiny_clip():
     # a small ModifiedResNet image tower (a list of layers), 64 px input
     assert isinstance(cfg["vision_cfg"]["layers"], list) and 64 <= cfg["vision_cfg"]["image_size"] <= 96
     assert cfg["text_cfg"]["vocab_size"] == 49408  # open_clip's SimpleTokenizer
+
+
+def test_packaged_12_block_demo_config_loads_as_open_clip(tmp_path):
+    """nast-tiny-clip-12 (workflow/presets/demo-12block.yaml): the demo's image tower and embed_dim,
+    a 12-block text tower (as CheXzero / BiomedCLIP / PubMedCLIP), loaded by its packaged name."""
+    import yaml
+
+    from nast.models.families import package_config
+    from nast.models.testing import save_tiny_open_clip
+
+    preset = yaml.safe_load((Path(__file__).parents[2] / "workflow/presets/demo-12block.yaml").read_text())
+    name = preset["model"]["name"]
+    cfg12, cfg4 = (json.loads(package_config(n).read_text()) for n in (name, "nast-tiny-clip"))
+    assert cfg12["vision_cfg"] == cfg4["vision_cfg"] and cfg12["embed_dim"] == cfg4["embed_dim"]
+    assert cfg12["text_cfg"]["context_length"] == cfg4["text_cfg"]["context_length"]
+    mp = save_tiny_open_clip(package_config(name), tmp_path / "m")
+    ck = tmp_path / "checkpoint.pt"  # no model_config.json beside it: the packaged name is what resolves
+    shutil.copyfile(mp["checkpoint"], ck)
+    vl = load_model({"family": "open_clip", "name": name, "checkpoint": str(ck), "device": "cpu"}, "cpu")
+    assert vl.family == "open_clip" and vl.n_text_layers == 12 == len(vl.text_layers())
+    with torch.no_grad():
+        assert vl.encode_text(vl.tokenize(CAPTIONS)).shape == (3, cfg12["embed_dim"])
