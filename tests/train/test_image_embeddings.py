@@ -136,3 +136,23 @@ def test_workers_give_the_same_batches(world):
     a = torch.cat(list(E.image_batches(vl, paths, 3, workers=0)))
     b = torch.cat(list(E.image_batches(vl, paths, 3, workers=2)))
     assert torch.equal(a, b) and np.isfinite(a.numpy()).all()
+
+
+def test_base_fingerprint_ignores_torch_save_noise_not_the_weights(tmp_path):
+    """Two saves of the same weights (torch.save names its zip folder after the temporary file and
+    draws a new serialization id) fingerprint alike; other weights do not (the SLURM test compares
+    the store's manifest between a local and a SLURM run)."""
+    import os
+
+    import torch
+
+    from nast.models.embeddings import _sha256
+
+    sd = {"w": torch.arange(10.0)}
+    for name, tmp in (("a.pt", "a.tmp1"), ("b.pt", "b.tmp2")):
+        torch.save(sd, tmp_path / tmp)
+        os.replace(tmp_path / tmp, tmp_path / name)
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    assert _sha256(tmp_path / "a.pt") == _sha256(tmp_path / "b.pt")
+    torch.save({"w": torch.arange(10.0) + 1}, tmp_path / "c.pt")
+    assert _sha256(tmp_path / "a.pt") != _sha256(tmp_path / "c.pt")

@@ -125,7 +125,24 @@ def embed_paths(vl, paths: Sequence[str], batch_size: int = BATCH, what: str = "
 
 # ------------------------------------------------------------------------------ fingerprint
 def _sha256(path: Path) -> str:
+    """sha256 of a model file's content. A torch zip checkpoint is hashed by its records with the
+    archive's folder name stripped and its per-save ``serialization_id`` left out: ``torch.save``
+    names the folder after the (temporary) file it wrote and draws a new id each time, so two saves
+    of the same weights differ in bytes but not here. Any other file: its bytes."""
+    import zipfile
+
     h = hashlib.sha256()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for name in sorted(n.split("/", 1)[-1] for n in zf.namelist()):
+                if name.endswith("serialization_id"):
+                    continue
+                full = next(n for n in zf.namelist() if n.split("/", 1)[-1] == name)
+                h.update(name.encode() + b"\0")
+                with zf.open(full) as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+        return h.hexdigest()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
