@@ -40,6 +40,11 @@ include: "workflow/rules/claims.smk"
 include: "workflow/rules/contextual.smk"
 include: "workflow/rules/pretrain_base.smk"
 include: "workflow/rules/trace.smk"
+if CACHE_ON:
+
+    include: "workflow/rules/cache_images.smk"
+
+
 include: "workflow/rules/embed_images.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

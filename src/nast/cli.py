@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mednega": ("nast.tools.mednega", "export/import the official MedNega-CXR JSON benchmark layout"),
     "pretrain-base": ("nast.stages.pretrain_base", "pretrain the tiny demo open_clip model (CLIP loss)"),
     "trace": ("nast.stages.trace", "causal tracing effects (CTE) per text-encoder layer"),
+    "cache-images": ("nast.stages.cache_images",
+                     "pre-resized image cache: every image decoded once into uint8 crops at the model's input size"),
     "embed-images": ("nast.stages.embed_images",
                      "embed every cohort image once with the base model (read by train and evaluate)"),
     "train": ("nast.stages.train", "train NAST or a baseline (LoRA through PEFT, alpha_l^beta gradient scaling)"),

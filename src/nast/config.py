@@ -133,6 +133,7 @@ class DataParams(Section):
     split_fractions: dict[str, float]
     seed: int
     allow_empty: bool
+    image_cache_size: int | None
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,15 @@ PKG = ROOT / "src" / "nast"
 
 def rules() -> list[str]:
     """The stage rules: one file workflow/rules/<rule>.smk each, defining rule <rule> (and, for a
-    stage the beta sweep runs again, <rule>_sweep: the same stage over another wildcard)."""
+    stage the beta sweep runs again, <rule>_sweep: the same stage over another wildcard; for
+    embed_images, embed_images_grounding: the same stage over the grounding table's images)."""
     names = []
     for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         if smk.stem == "common":
             continue
         defined = re.findall(r"^\s*rule (\w+):", smk.read_text(), flags=re.M)
         assert smk.stem in defined, f"{smk.name} defines {defined}, not rule {smk.stem}"
-        assert set(defined) <= {smk.stem, f"{smk.stem}_sweep"}, f"{smk.name}: {defined}"
+        assert set(defined) <= {smk.stem, f"{smk.stem}_sweep", f"{smk.stem}_grounding"}, f"{smk.name}: {defined}"
         names.append(smk.stem)
     return names
 

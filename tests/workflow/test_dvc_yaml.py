@@ -106,7 +106,9 @@ def test_generated_for_a_real_source_has_no_demo_stage(real_source):
     smk, problems = dagtools.normalise_snakemake(dagtools.snakemake_jobs(project))
     assert problems == [] and dagtools.compare(smk, dvc) == []
     methods, betas = real_source["params"]["methods"], real_source["params"]["nast"]["betas"]
-    assert len(dvc) == 9 + 2 * len(methods) + 2 * len(betas)
+    assert len(dvc) == 10 + 2 * len(methods) + 2 * len(betas)  # cache_images: data.image_cache_size is set
+    assert dvc["cache_images"]["deps"][0] == "data/interim/cohort.parquet"
+    assert "--grounding" not in dvc["cache_images"]["cmd"]
     ckpt = str(real_source["checkpoint"])
     assert ckpt in dvc["embed_images"]["deps"] and f"--base {ckpt}" in dvc["embed_images"]["cmd"]
     assert ckpt in dvc["trace"]["deps"] and f"--base {ckpt}" in dvc[f"evaluate@{methods[0]}"]["cmd"]

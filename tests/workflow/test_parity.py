@@ -39,7 +39,7 @@ def test_snakemake_and_dvc_dags_are_identical(snakemake_export, full_project, fu
         dvc = dagtools.dvc_stages(root)
         assert dagtools.compare(smk, dvc) == []
         params = yaml.safe_load((root / "params.yaml").read_text())
-        assert len(smk) == len(dvc) == 13 + 3 * len(params["methods"]) + 3 * len(params["nast"]["betas"]) - 1
+        assert len(smk) == len(dvc) == 15 + 3 * len(params["methods"]) + 3 * len(params["nast"]["betas"]) - 1
     # not vacuous: the full DAG with every method and every beta of the sweep
     assert {f"train@{m}" for m in ("zero_shot", "nast", "full_ft", "grounded")} <= set(dvc)
     assert params["nast"]["betas"] and {f"train_sweep@{b}" for b in params["nast"]["betas"]} <= set(dvc)
@@ -179,6 +179,7 @@ def test_every_stage_depends_on_the_code_it_runs(snakemake_export):
     from nast.codedeps import code_deps
 
     command = {"demo_data": "demo-data", "pretrain_base": "pretrain-base", "embed_images": "embed-images",
+               "cache_images": "cache-images", "embed_images_grounding": "embed-images",
                "train_sweep": "train",
                "evaluate_sweep": "evaluate", "grounding_data": "grounding-data",
                "evaluate_grounding": "evaluate-grounding", "evaluate_grounding_sweep": "evaluate-grounding"}

@@ -9,8 +9,8 @@ import subprocess
 import yaml
 from conftest import ROOT
 
-GPU_RULES = {"pretrain_base", "trace", "embed_images", "train", "train_sweep", "evaluate", "evaluate_sweep",
-             "evaluate_grounding", "evaluate_grounding_sweep"}
+GPU_RULES = {"pretrain_base", "trace", "embed_images", "embed_images_grounding", "train", "train_sweep", "evaluate",
+             "evaluate_sweep", "evaluate_grounding", "evaluate_grounding_sweep"}
 
 
 def _snakemake(args, cwd, env, timeout=180):
@@ -36,11 +36,12 @@ def test_dry_run_resolves_the_full_dag(project_copy, env):
     n_methods, n_betas = len(params["methods"]), len(params["nast"]["betas"])
     assert counts == {
         "demo_data": 1, "ingest": 1, "permutations": 1, "mcq": 1, "affirm": 1, "claims": 1,
-        "contextual": 1, "pretrain_base": 1, "trace": 1, "embed_images": 1,
+        "contextual": 1, "pretrain_base": 1, "trace": 1, "embed_images": 1, "cache_images": 1,
+        "embed_images_grounding": 1,
         "train": n_methods, "train_sweep": n_betas,
         "evaluate": n_methods, "evaluate_sweep": n_betas,
         "grounding_data": 1, "evaluate_grounding": n_methods, "evaluate_grounding_sweep": n_betas,
-        "report": 1, "all": 1, "total": 13 + 3 * n_methods + 3 * n_betas,
+        "report": 1, "all": 1, "total": 15 + 3 * n_methods + 3 * n_betas,
     }
 
 

@@ -24,6 +24,8 @@ CONTEXTUAL = "data/processed/contextual.parquet"
 GROUNDING = "data/processed/grounding.parquet"
 GROUNDING_CF = "data/processed/grounding_cf"
 EMBEDDINGS = "data/processed/image_embeddings"
+IMAGE_CACHE = "data/processed/image_cache"
+GROUNDING_EMBEDDINGS = "data/processed/grounding_embeddings"
 GROUNDING_DIR = "reports/grounding"
 VALIDATION = "reports/validation"
 BASE_DIR = "models/base"
@@ -105,7 +107,9 @@ def reads_grounding(method):
 
 def grounded_train_inputs(wc):
     """The grounding table and its images for the grounded and preference methods' training, else nothing."""
-    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF) if reads_grounding(wc.method) else {}
+    if not reads_grounding(wc.method):
+        return {}
+    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF, grounding_embeddings=GROUNDING_EMBEDDINGS)
 
 
 def grounding_inputs():
@@ -118,6 +122,26 @@ def grounding_inputs():
         grounding_table=GROUNDING,
         grounding_cf=GROUNDING_CF,
     )
+
+
+#: the pre-resized image cache (data.image_cache_size set): built by cache_images, read by the
+#: pixel-reading rules instead of the JPEGs
+CACHE_ON = config["data"]["image_cache_size"] is not None
+
+
+#: train and evaluate read pixels only when the vision tower trains (train.train_vision); else
+#: they read the embedding store, and the cache is no input of theirs
+TRAIN_PIXELS = bool(config["train"]["train_vision"])
+
+
+def image_cache_input(pixels=True):
+    """The cache as an input of a rule that reads pixels (unpack), or nothing without a cache."""
+    return dict(image_cache=IMAGE_CACHE) if CACHE_ON and pixels else {}
+
+
+def image_cache_arg(pixels=True):
+    """The --image-cache argument of a command that reads pixels ("" without a cache)."""
+    return f" --image-cache {IMAGE_CACHE}" if CACHE_ON and pixels else ""
 
 
 def dataset_root():

@@ -6,6 +6,7 @@ rule evaluate:
         model="models/{method}",
         base=base_model(),
         embeddings=EMBEDDINGS,
+        **image_cache_input(TRAIN_PIXELS),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -18,6 +19,7 @@ rule evaluate:
         ),
     params:
         file=PARAMS,
+        cache=image_cache_arg(TRAIN_PIXELS),
         cfg=cfg_params(*declared("evaluate")),
     log:
         f"{LOGS}/evaluate/{{method}}.log",
@@ -28,7 +30,7 @@ rule evaluate:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method {wildcards.method} --model-dir {input.model}"
-        " --base {input.base} --embeddings {input.embeddings} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base} --embeddings {input.embeddings}{params.cache} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"
 
 
@@ -38,6 +40,7 @@ rule evaluate_sweep:
         model="models/nast-beta{beta}",
         base=base_model(),
         embeddings=EMBEDDINGS,
+        **image_cache_input(TRAIN_PIXELS),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -50,6 +53,7 @@ rule evaluate_sweep:
         ),
     params:
         file=PARAMS,
+        cache=image_cache_arg(TRAIN_PIXELS),
         cfg=cfg_params(*declared("evaluate")),
     log:
         f"{LOGS}/evaluate/nast-beta{{beta}}.log",
@@ -60,5 +64,5 @@ rule evaluate_sweep:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method nast-beta{wildcards.beta} --model-dir {input.model}"
-        " --base {input.base} --embeddings {input.embeddings} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base} --embeddings {input.embeddings}{params.cache} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"

@@ -6,6 +6,8 @@ rule evaluate_grounding:
         code=code("evaluate-grounding"),
         model="models/{method}",
         base=base_model(),
+        embeddings=GROUNDING_EMBEDDINGS,
+        **image_cache_input(),
         grounding=GROUNDING,
         cf=GROUNDING_CF,
     output:
@@ -13,6 +15,7 @@ rule evaluate_grounding:
         maps=f"{GROUNDING_DIR}/{{method}}.npz",
     params:
         file=PARAMS,
+        cache=image_cache_arg(),
         cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/{{method}}.log",
@@ -23,7 +26,7 @@ rule evaluate_grounding:
         **gpu_resources(),
     shell:
         "nast evaluate-grounding --params {params.file} --method {wildcards.method} --model-dir {input.model}"
-        " --base {input.base} --grounding {input.grounding} --cf-dir {input.cf}"
+        " --base {input.base} --embeddings {input.embeddings}{params.cache} --grounding {input.grounding} --cf-dir {input.cf}"
         " --out {output.json} --maps {output.maps} > {log} 2>&1"
 
 
@@ -32,6 +35,8 @@ rule evaluate_grounding_sweep:
         code=code("evaluate-grounding"),
         model="models/nast-beta{beta}",
         base=base_model(),
+        embeddings=GROUNDING_EMBEDDINGS,
+        **image_cache_input(),
         grounding=GROUNDING,
         cf=GROUNDING_CF,
     output:
@@ -39,6 +44,7 @@ rule evaluate_grounding_sweep:
         maps=f"{GROUNDING_DIR}/nast-beta{{beta}}.npz",
     params:
         file=PARAMS,
+        cache=image_cache_arg(),
         cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/nast-beta{{beta}}.log",
@@ -49,5 +55,5 @@ rule evaluate_grounding_sweep:
         **gpu_resources(),
     shell:
         "nast evaluate-grounding --params {params.file} --method nast-beta{wildcards.beta}"
-        " --model-dir {input.model} --base {input.base} --grounding {input.grounding} --cf-dir {input.cf}"
+        " --model-dir {input.model} --base {input.base} --embeddings {input.embeddings}{params.cache} --grounding {input.grounding} --cf-dir {input.cf}"
         " --out {output.json} --maps {output.maps} > {log} 2>&1"

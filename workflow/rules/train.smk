@@ -13,12 +13,15 @@ rule train:
         layer_weights=LAYER_WEIGHTS,
         model=base_model(),
         embeddings=EMBEDDINGS,
+        **image_cache_input(TRAIN_PIXELS),
     output:
         directory("models/{method}"),
     params:
         file=PARAMS,
+        cache=image_cache_arg(TRAIN_PIXELS),
         cfg=lambda wc: cfg_params(*train_keys(wc.method)),
-        ground=lambda wc: f" --grounding {GROUNDING}" if reads_grounding(wc.method) else "",
+        ground=lambda wc: (f" --grounding {GROUNDING} --grounding-embeddings {GROUNDING_EMBEDDINGS}"
+                           if reads_grounding(wc.method) else ""),
     log:
         f"{LOGS}/train/{{method}}.log",
     benchmark:
@@ -29,7 +32,7 @@ rule train:
     shell:
         "nast train --params {params.file} --method {wildcards.method} --cohort {input.cohort}"
         " --benchmark {input.benchmark} --contextual {input.contextual} --base {input.model}"
-        " --embeddings {input.embeddings}"
+        " --embeddings {input.embeddings}{params.cache}"
         " --layer-weights {input.layer_weights}{params.ground} --out {output} > {log} 2>&1"
 
 
@@ -42,10 +45,12 @@ rule train_sweep:
         layer_weights=LAYER_WEIGHTS,
         model=base_model(),
         embeddings=EMBEDDINGS,
+        **image_cache_input(TRAIN_PIXELS),
     output:
         directory("models/nast-beta{beta}"),
     params:
         file=PARAMS,
+        cache=image_cache_arg(TRAIN_PIXELS),
         cfg=cfg_params(*train_keys(None)),
     log:
         f"{LOGS}/train/nast-beta{{beta}}.log",
@@ -57,5 +62,5 @@ rule train_sweep:
     shell:
         "nast train --params {params.file} --method nast --beta {wildcards.beta} --cohort {input.cohort}"
         " --benchmark {input.benchmark} --contextual {input.contextual} --base {input.model}"
-        " --embeddings {input.embeddings}"
+        " --embeddings {input.embeddings}{params.cache}"
         " --layer-weights {input.layer_weights} --out {output} > {log} 2>&1"

@@ -56,12 +56,13 @@ def pair_order(df: pl.DataFrame, seed: int) -> pl.DataFrame:
     return df.with_columns(pl.Series("_order", keys, dtype=pl.UInt64)).sort("_order").drop("_order")
 
 
-def scores(vl, df: pl.DataFrame, texts_pos: list[str], texts_neg: list[str]) -> dict[str, np.ndarray]:
-    """The six score arrays of :func:`nast.grounding.metrics.pair_hits` (NaN: no control)."""
+def scores(vl, df: pl.DataFrame, texts_pos: list[str], texts_neg: list[str], store=None) -> dict[str, np.ndarray]:
+    """The six score arrays of :func:`nast.grounding.metrics.pair_hits` (NaN: no control); image
+    embeddings from ``store`` (the base model's, :mod:`nast.models.embeddings`) when given."""
     from nast.evaluate import scoring as S
 
     paths = df["image_path"].to_list() + df["cf_path"].to_list() + [p for p in df["ctrl_path"].to_list() if p]
-    img = S.image_embeddings(vl, paths)
+    img = S.image_embeddings(vl, paths, store=store)
     txt = S.text_embeddings(vl, texts_pos + texts_neg)
     out: dict[str, np.ndarray] = {}
     for name, col in (("img", "image_path"), ("cf", "cf_path"), ("ctrl", "ctrl_path")):
@@ -88,13 +89,13 @@ def maps_for(vl, df: pl.DataFrame, texts: list[str], method: str, cfg: dict, see
 
     from nast.evaluate.scoring import text_embeddings
     from nast.grounding.attribution import attribute
-    from nast.models.data import load_images
+    from nast.models.embeddings import load_pixels
 
     txt = text_embeddings(vl, texts)
     out: list[np.ndarray | None] = []
     for i in range(0, df.height, batch):
         chunk = df.slice(i, batch)
-        pixels = load_images(vl, chunk["image_path"].to_list()).to(vl.device)
+        pixels = load_pixels(vl, chunk["image_path"].to_list()).to(vl.device)
         t = torch.tensor(np.stack([txt[x] for x in texts[i : i + batch]]), device=vl.device, dtype=pixels.dtype)
         m = attribute(method, vl, pixels, t, cfg, seed=seed + i)
         out.extend([None] * chunk.height if m is None else list(m.cpu().numpy()))
@@ -113,8 +114,9 @@ def protocol_scores(df: pl.DataFrame, maps: list[np.ndarray | None], cfg: dict) 
     return {k: np.array([x[k] for x in rows], dtype=float) for k in ("iou", "precision", "recall", "f1", "pointing")}
 
 
-def evaluate(vl, table: pl.DataFrame, cfg: dict, ev: dict) -> tuple[dict, dict]:
-    """(metrics JSON, example maps) of one model on the grounding table (pure apart from the model)."""
+def evaluate(vl, table: pl.DataFrame, cfg: dict, ev: dict, store=None) -> tuple[dict, dict]:
+    """(metrics JSON, example maps) of one model on the grounding table (pure apart from the model);
+    ``store``: the base model's image embeddings for the similarity scores (not the maps)."""
     from nast.evaluate import metrics as M
 
     n_boot, seed = int(ev["bootstrap"]), int(ev["seed"])
@@ -124,7 +126,7 @@ def evaluate(vl, table: pl.DataFrame, cfg: dict, ev: dict) -> tuple[dict, dict]:
         raise StageError(f"grounding table has no {cfg['split']!r} pairs (grounding.split)")
     texts = [phrasing(d, f, k, gseed) for d, f, k in df.select("dicom_id", "finding", "box_index").iter_rows()]
     pos, neg = [t[0] for t in texts], [t[1] for t in texts]
-    s = scores(vl, df, pos, neg)
+    s = scores(vl, df, pos, neg, store)
     hits = G.pair_hits(s)
     out: dict = {"n_pairs": df.height, "n_ctrl": int(df["ctrl_path"].is_not_null().sum()), "split": cfg["split"]}
     for key, h in hits.items():

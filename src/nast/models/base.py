@@ -53,6 +53,23 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def grayscale_crop(img: Image.Image, size: int) -> Tensor:
+    """Steps 1-2 of the module docstring: PIL image -> ``uint8 [1, size, size]`` (luminance,
+    bicubic antialiased resize of the shorter side, centre crop). What the pre-resized image cache
+    (:mod:`nast.models.image_cache`) stores."""
+    gray = img.convert("L")
+    gray = TF.resize(gray, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+    gray = TF.center_crop(gray, [size, size])
+    return TF.pil_to_tensor(gray)  # [1, H, W] uint8
+
+
+def crop_to_tensor(crop: Tensor, mean: tuple[float, ...], std: tuple[float, ...], channels: int = 3) -> Tensor:
+    """Steps 3-4: ``uint8 [1, H, W]`` -> normalised ``[channels, H, W]`` float tensor."""
+    x = crop.float().div_(255.0)  # [1, H, W]
+    x = x.expand(channels, -1, -1).clone()  # explicit replication of the one channel
+    return TF.normalize(x, list(mean)[:channels], list(std)[:channels])
+
+
 def grayscale_to_tensor(
     img: Image.Image,
     size: int,
@@ -61,12 +78,7 @@ def grayscale_to_tensor(
     channels: int = 3,
 ) -> Tensor:
     """PIL image -> normalised ``[channels, size, size]`` float tensor (see module docstring)."""
-    gray = img.convert("L")
-    gray = TF.resize(gray, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-    gray = TF.center_crop(gray, [size, size])
-    x = TF.pil_to_tensor(gray).float().div_(255.0)  # [1, H, W]
-    x = x.expand(channels, -1, -1).clone()  # explicit replication of the one channel
-    return TF.normalize(x, list(mean)[:channels], list(std)[:channels])
+    return crop_to_tensor(grayscale_crop(img, size), mean, std, channels)
 
 
 class VLModel:
@@ -89,11 +101,27 @@ class VLModel:
         self.channels = int(channels)
         self.device = torch.device(device)
         self.config = dict(config or {})
+        #: the pre-resized image cache the streamed loaders read (None: the files)
+        self.image_cache = None
 
     # ------------------------------------------------------------------ images
     def preprocess(self, img: Image.Image) -> Tensor:
         """PIL image (any mode) -> ``[C, H, W]``; grayscale replicated to C channels explicitly."""
         return grayscale_to_tensor(img, self.image_size, self.mean, self.std, self.channels)
+
+    def use_image_cache(self, cache) -> None:
+        """Read images from ``cache`` (a :class:`nast.models.image_cache.ImageCache` at this model's
+        input size, or None) in the streamed loaders of :mod:`nast.models.embeddings`."""
+        if cache is not None and int(cache.size) != self.image_size:
+            from nast.errors import StageError
+
+            raise StageError(f"{cache.folder}: images cached at {cache.size} px, the model takes {self.image_size} px")
+        self.image_cache = cache
+
+    def from_crop(self, crop: Tensor) -> Tensor:
+        """A cached ``uint8 [1, H, W]`` crop (:func:`grayscale_crop` at ``image_size``) -> the
+        tensor :meth:`preprocess` gives for the same image (the same float operations)."""
+        return crop_to_tensor(crop, self.mean, self.std, self.channels)
 
     def encode_image(self, pixels: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

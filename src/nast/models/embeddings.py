@@ -5,7 +5,9 @@ Streaming
 Images are read, decoded and preprocessed (``vl.preprocess``) one batch at a time by a torch
 ``DataLoader`` (:func:`image_batches`; worker processes: env ``NAST_IMAGE_WORKERS``, default 0 =
 in the main process; pinned memory when the model is on CUDA), in the given order, so the peak
-memory of a stage does not grow with the number of images (only the [N, D] embeddings do).
+memory of a stage does not grow with the number of images (only the [N, D] embeddings do). With a
+pre-resized cache attached to the model (:meth:`VLModel.use_image_cache`, ``nast cache-images``)
+the cached images' crops are read instead of their files (the same tensors).
 The batches (``batch_size`` 64, in path order) are the ones the stages used before streaming,
 so the embeddings are the same numbers.
 
@@ -58,14 +60,20 @@ def loader_workers() -> int:
 
 
 class ImageFiles:
-    """Map-style dataset: item i = ``preprocess(open(paths[i]))`` (a [C, H, W] tensor).
+    """Map-style dataset: item i = ``preprocess(open(paths[i]))`` (a [C, H, W] tensor), or, for an
+    image the pre-resized ``cache`` holds (:class:`nast.models.image_cache.ImageCache`),
+    ``from_crop(cache.crop(paths[i]))`` -- the same tensor without decoding the file.
 
     A missing or unreadable file is a :class:`StageError` naming it (``what`` says which kind)."""
 
-    def __init__(self, preprocess, paths: Sequence[str], what: str = "image"):
+    def __init__(self, preprocess, paths: Sequence[str], what: str = "image", cache=None, from_crop=None):
         self.preprocess = preprocess
         self.paths = list(paths)
         self.what = what
+        self.cache = cache
+        self.from_crop = from_crop
+        if cache is not None and from_crop is None:
+            raise ValueError("ImageFiles: a cache needs from_crop")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -73,6 +81,10 @@ class ImageFiles:
     def __getitem__(self, i: int):
         from PIL import Image
 
+        if self.cache is not None:
+            crop = self.cache.crop(self.paths[i])
+            if crop is not None:
+                return self.from_crop(crop)
         path = Path(self.paths[i])
         if not path.is_file():
             raise StageError(f"{self.what} not found: {path}")
@@ -89,13 +101,17 @@ def _on_cuda(vl) -> bool:
 
 def image_batches(vl, paths: Sequence[str], batch_size: int = BATCH, what: str = "image",
                   workers: int | None = None) -> Iterator:
-    """Pixel batches [b, C, H, W] of ``paths`` in order (``batch_size`` each, the last shorter)."""
+    """Pixel batches [b, C, H, W] of ``paths`` in order (``batch_size`` each, the last shorter);
+    images in the model's pre-resized cache (``vl.image_cache``, :meth:`VLModel.use_image_cache`)
+    come from it, the rest from their files."""
     from torch.utils.data import DataLoader
 
     if not paths:
         return iter(())
     workers = loader_workers() if workers is None else workers
-    loader = DataLoader(ImageFiles(vl.preprocess, paths, what), batch_size=batch_size, shuffle=False,
+    cache = getattr(vl, "image_cache", None)
+    data = ImageFiles(vl.preprocess, paths, what, cache=cache, from_crop=vl.from_crop if cache is not None else None)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False,
                         num_workers=workers, pin_memory=_on_cuda(vl), drop_last=False,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
     return iter(loader)

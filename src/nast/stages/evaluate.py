@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", default=None,
                         help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
                              "read instead of embedding the images when the model's vision tower is the base's")
+    parser.add_argument("--image-cache", default=None,
+                        help="optional pre-resized image cache (nast cache-images, data/processed/image_cache): "
+                             "the crops of the images it holds are read instead of their JPEGs (the same pixels)")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/eval/M.json")
 
 
@@ -79,8 +82,10 @@ def run(args: argparse.Namespace, params: dict) -> int:
     vl = load_model(params.model, device=params.model.device)
     cfg = load_trained(vl, args.model_dir)
     from nast.models.embeddings import store_for_model
+    from nast.models.image_cache import open_cache
 
     store = store_for_model(args.embeddings, params.model, args.model_dir)
+    vl.use_image_cache(open_cache(args.image_cache, vl))
     log.info("%s: evaluating %s (%s)", args.method, args.model_dir, "trained" if cfg.get("trained") else "base model")
     with torch.no_grad():
         result = evaluate(vl, cohort, benchmark, contextual, params.evaluate, store)

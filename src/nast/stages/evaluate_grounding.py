@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None,
                         help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
                              "default: params model.checkpoint)")
+    parser.add_argument("--embeddings", default=None,
+                        help="the base model's image embeddings (nast embed-images --grounding): the pairs' "
+                             "similarity scores read them when the model's vision tower is the base's "
+                             "(the attribution maps need pixels)")
+    parser.add_argument("--image-cache", default=None,
+                        help="optional pre-resized image cache (nast cache-images, data/processed/image_cache): "
+                             "the crops of the images it holds are read instead of their JPEGs (the same pixels)")
     parser.add_argument("--grounding", required=True, help="grounding.parquet (nast grounding-data)")
     parser.add_argument("--cf-dir", required=True, help="folder of its counterfactual/control PNGs")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/grounding/M.json")
@@ -75,7 +82,12 @@ def run(args: argparse.Namespace, params: dict) -> int:
     vl.model.eval()
     for p in vl.model.parameters():  # attributions need input gradients only
         p.requires_grad_(False)
-    result, examples = evaluate(vl, table, cfg, params.evaluate)
+    from nast.models.embeddings import store_for_model
+    from nast.models.image_cache import open_cache
+
+    store = store_for_model(args.embeddings, params.model, args.model_dir)
+    vl.use_image_cache(open_cache(args.image_cache, vl))
+    result, examples = evaluate(vl, table, cfg, params.evaluate, store)
     result = {"method": args.method, **result}
     io.write_json(io.json_safe(result), args.out)
     write_npz(examples, Path(args.maps))

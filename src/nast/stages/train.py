@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", default=None,
                         help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
                              "read instead of embedding the images, unless train.train_vision (needs pixels)")
+    parser.add_argument("--image-cache", default=None,
+                        help="optional pre-resized image cache (nast cache-images, data/processed/image_cache): "
+                             "the crops of the images it holds are read instead of their JPEGs (the same pixels)")
+    parser.add_argument("--grounding-embeddings", default=None,
+                        help="the base model's embeddings of the grounding table's images (nast embed-images "
+                             "--grounding, data/processed/grounding_embeddings); read with --grounding")
     parser.add_argument("--out", required=True, help="output model folder, e.g. models/nast")
     parser.add_argument("--stop-after-epoch", type=int, default=None,
                         help="testing: stop after this epoch as if killed (exit 3); rerun to resume")
@@ -199,14 +205,17 @@ def _run(args: argparse.Namespace, params: dict) -> int:
         claim_labels = claim_polarity_labels(groups, cohort, source=args.cohort)
 
     from nast.models.embeddings import open_store
+    from nast.models.image_cache import open_cache
 
     store = None if tp.train_vision else open_store(args.embeddings, params.model)
+    gstore = None if tp.train_vision or ground is None else open_store(args.grounding_embeddings, params.model)
+    vl.use_image_cache(open_cache(args.image_cache, vl))
     curve, finished = trainer.train(
         vl, spec, groups, tp, scales, scale_mode, out,
         validate=lambda: validation_metrics(vl, benchmark, contextual, "validate", store),
         stop_after_epoch=stop, fingerprint=fingerprint,
         report_captions=report_captions if clip_caption == "report" else None,
-        claim_labels=claim_labels, ground=ground, embeddings=store,
+        claim_labels=claim_labels, ground=ground, embeddings=store, grounding_embeddings=gstore,
     )
     if not finished:
         return 3

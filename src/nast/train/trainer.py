@@ -322,6 +322,7 @@ def train(
     claim_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     ground: pl.DataFrame | None = None,
     embeddings=None,
+    grounding_embeddings=None,
 ) -> tuple[list[dict[str, float]], bool]:
     """Run (or resume) training. Returns (curve rows, finished). Writes OUT/state/ checkpoints.
 
@@ -347,8 +348,10 @@ def train(
     Images are streamed (:mod:`nast.models.embeddings`): with the vision tower frozen each unique
     image is embedded once, in batches, before the first epoch -- or read from ``embeddings`` (an
     :class:`nast.models.embeddings.EmbeddingStore` of the same base model, ``nast embed-images``),
-    which must then hold every training image (grounding images it lacks are embedded here); with
-    ``train.train_vision`` every step loads its batch's pixels and ``embeddings`` must be None.
+    which must then hold every training image; the grounding images come from
+    ``grounding_embeddings`` (the store of the grounding table's images) when it holds them all,
+    else from ``embeddings`` when that does, else are embedded here; with ``train.train_vision``
+    every step loads its batch's pixels and both stores must be None.
     """
     out_dir = Path(out_dir)
     state_dir = out_dir / STATE_DIR
@@ -376,7 +379,7 @@ def train(
     # images: streamed; embedded once (or read from the store) when the vision tower is frozen
     paths = groups["image_path"].to_list()
     train_vision = bool(train_params["train_vision"])
-    if train_vision and embeddings is not None:
+    if train_vision and (embeddings is not None or grounding_embeddings is not None):
         raise StageError("train.train_vision trains the vision tower on pixels: cached image embeddings "
                          "(--embeddings) cannot be used")
     uniq_paths = sorted(set(paths))
@@ -384,11 +387,12 @@ def train(
     row_img = torch.tensor([path_idx[p] for p in paths])
     reports = report_captions(uniq_paths) if report_captions is not None else None
 
-    def frozen_embeddings(ps: list[str], what: str, required: bool = True) -> torch.Tensor:
-        """[len(ps), D] base-tower embeddings: from the store (``required``: it must hold them all),
-        else embedded here in streamed batches."""
-        if embeddings is not None and (required or all(p in embeddings.row for p in ps)):
-            return embeddings.lookup(ps, vl.device)
+    def frozen_embeddings(ps: list[str], what: str, required: bool = True, stores=(embeddings,)) -> torch.Tensor:
+        """[len(ps), D] base-tower embeddings: from the first of ``stores`` that holds them all
+        (``required``: the first store must), else embedded here in streamed batches."""
+        for store in stores:
+            if store is not None and (required or all(p in store.row for p in ps)):
+                return store.lookup(ps, vl.device)
         with torch.no_grad():
             return embed_paths(vl, ps, what=what)
 
@@ -412,7 +416,8 @@ def train(
         g_ctrl = torch.tensor([g_idx[p] if p else g_idx[i] for p, i in zip(ground["ctrl_path"], ground["image_path"])])
         g_keys = list(ground.select("dicom_id", "finding", "box_index").iter_rows())
         if not train_vision:
-            g_emb = frozen_embeddings(g_paths, "grounding image", required=False)
+            g_emb = frozen_embeddings(g_paths, "grounding image", required=False,
+                                      stores=(grounding_embeddings, embeddings))
 
     dpo_text = dpo_img = None
     d_pairs = None
