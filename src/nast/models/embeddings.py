@@ -150,10 +150,11 @@ def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            for name in sorted(n.split("/", 1)[-1] for n in zf.namelist()):
+            members = {n.split("/", 1)[-1]: n for n in zf.namelist()}
+            for name in sorted(members):
                 if name.endswith("serialization_id"):
                     continue
-                full = next(n for n in zf.namelist() if n.split("/", 1)[-1] == name)
+                full = members[name]
                 h.update(name.encode() + b"\0")
                 with zf.open(full) as fh:
                     for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -51,6 +51,9 @@ INDEX = "index.parquet"
 SHARD = 16384
 #: the split of the grounding table's images that are not cohort images
 GROUNDING_SPLIT = "grounding"
+#: the --image-cache option's help, the same in every stage that reads pixels
+ARGUMENT_HELP = ("optional pre-resized image cache (nast cache-images, data/processed/image_cache): the crops of the "
+                 "images it holds are read instead of their JPEGs (the same pixels)")
 
 
 def _digest(paths: Iterable[str]) -> str:

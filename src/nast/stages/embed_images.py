@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from nast.errors import StageError
+from nast.models.image_cache import ARGUMENT_HELP
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None,
                         help="the base model: a checkpoint or a folder holding it (the DAG's declared input; "
                              "default: params model.checkpoint); its fingerprint is stored with the embeddings")
-    parser.add_argument("--image-cache", default=None,
-                        help="optional pre-resized image cache (nast cache-images): its crops are read instead of "
-                             "decoding the JPEGs (the same pixels)")
+    parser.add_argument("--image-cache", default=None, help=ARGUMENT_HELP)
     parser.add_argument("--out", required=True, help="output folder, e.g. data/processed/image_embeddings")
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from nast import io
 from nast.errors import StageError
 from nast.evaluate.evaluation import COHORT_COLUMNS, evaluate, mednega_block
+from nast.models.image_cache import ARGUMENT_HELP
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", default=None,
                         help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
                              "read instead of embedding the images when the model's vision tower is the base's")
-    parser.add_argument("--image-cache", default=None,
-                        help="optional pre-resized image cache (nast cache-images, data/processed/image_cache): "
-                             "the crops of the images it holds are read instead of their JPEGs (the same pixels)")
+    parser.add_argument("--image-cache", default=None, help=ARGUMENT_HELP)
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/eval/M.json")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from nast import io
 from nast.errors import StageError
 from nast.grounding.evaluate_grounding import TABLE_COLUMNS, evaluate
+from nast.models.image_cache import ARGUMENT_HELP
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the base model's image embeddings (nast embed-images --grounding): the pairs' "
                              "similarity scores read them when the model's vision tower is the base's "
                              "(the attribution maps need pixels)")
-    parser.add_argument("--image-cache", default=None,
-                        help="optional pre-resized image cache (nast cache-images, data/processed/image_cache): "
-                             "the crops of the images it holds are read instead of their JPEGs (the same pixels)")
+    parser.add_argument("--image-cache", default=None, help=ARGUMENT_HELP)
     parser.add_argument("--grounding", required=True, help="grounding.parquet (nast grounding-data)")
     parser.add_argument("--cf-dir", required=True, help="folder of its counterfactual/control PNGs")
     parser.add_argument("--out", required=True, help="output JSON, e.g. reports/grounding/M.json")

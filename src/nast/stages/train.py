@@ -27,6 +27,7 @@ import polars as pl
 
 from nast import io
 from nast.errors import StageError
+from nast.models.image_cache import ARGUMENT_HELP
 from nast.train.methods import METHODS, resolve_method
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", default=None,
                         help="the base model's image embeddings (nast embed-images, data/processed/image_embeddings); "
                              "read instead of embedding the images, unless train.train_vision (needs pixels)")
-    parser.add_argument("--image-cache", default=None,
-                        help="optional pre-resized image cache (nast cache-images, data/processed/image_cache): "
-                             "the crops of the images it holds are read instead of their JPEGs (the same pixels)")
+    parser.add_argument("--image-cache", default=None, help=ARGUMENT_HELP)
     parser.add_argument("--grounding-embeddings", default=None,
                         help="the base model's embeddings of the grounding table's images (nast embed-images "
                              "--grounding, data/processed/grounding_embeddings); read with --grounding")
