@@ -446,6 +446,16 @@ ROUND3_CASES = [
     ("No right upper lobe lesion.", {"Lung Lesion": "absent"}),
     ("Lytic lesion in the right humerus.", {"Lung Lesion": None}),
     ("Skin lesion over the left chest.", {"Lung Lesion": None}),
+    # fluid in the pleural space is an effusion (CheXpert: "pleural fluid"); clear pleural spaces deny it
+    ("Small amount of fluid in the right pleural space.", {"Pleural Effusion": "present"}),
+    ("No fluid in the pleural space.", {"Pleural Effusion": "absent"}),
+    ("The pleural spaces are clear.", {"Pleural Effusion": "absent"}),
+    ("The lungs and pleural spaces show no acute abnormality.", {"Pleural Effusion": None}),
+    # a pacing lead named by its chamber is a device (CheXpert support_devices.txt: "lead")
+    ("Right ventricular lead in good position.", {"Support Devices": "present"}),
+    ("Coronary sinus lead.", {"Support Devices": "present"}),
+    ("No pacer leads.", {"Support Devices": "absent"}),
+    ("Lead poisoning in the history.", {"Support Devices": None}),
 ]
 
 
@@ -457,7 +467,8 @@ def test_round3_hedges_scopes_and_vocabulary(nlp, text, expected):
 ROUND3_PATTERNS = {
     "modifiers": ("worrisome for", "favored", "more likely than", "is less likely", "is no longer seen",
                   ", small", "may", "and"),
-    "targets": ("increased heart size", "lobe lesion"),
+    "targets": ("increased heart size", "lobe lesion", "pleural space fluid", "pleural spaces are clear",
+                "device lead"),
 }
 
 
