@@ -456,6 +456,25 @@ ROUND3_CASES = [
     ("Coronary sinus lead.", {"Support Devices": "present"}),
     ("No pacer leads.", {"Support Devices": "absent"}),
     ("Lead poisoning in the history.", {"Support Devices": None}),
+    # a collapsed lobe is Atelectasis (CheXpert atelectasis.txt: "collapse"); a collapsed vertebra is not
+    ("In the collapsed left upper lobe are stranding and pneumatoceles.", {"Atelectasis": "present"}),
+    ("The right middle lobe is collapsed.", {"Atelectasis": "present"}),
+    ("No collapsed lobe.", {"Atelectasis": "absent"}),
+    ("Collapsed vertebral body at T12.", {"Atelectasis": None}),
+    # a thickened fissure is pleural thickening (Pleural Other), as "fissural thickening" already was
+    ("There is thickening of the fissure.", {"Pleural Other": "present"}),
+    ("Thickened minor fissure.", {"Pleural Other": "present"}),
+    ("No thickening of the fissures.", {"Pleural Other": "absent"}),
+    ("The minor fissure is visible.", {"Pleural Other": None}),
+    # an unknown age, acuity or cause leaves the finding present (as "age-indeterminate" already did)
+    ("There is a fracture of the left 7th rib, of uncertain acuity.", {"Fracture": "present"}),
+    ("Nodule of uncertain significance in the left upper lobe.", {"Lung Lesion": "present"}),
+    ("Age indeterminant rib fracture.", {"Fracture": "present"}),
+    ("Possible rib fracture of uncertain acuity.", {"Fracture": "uncertain"}),
+    # "unclear whether there is" hedges past the "there is" that otherwise ends a cue's scope
+    ("Uncertain whether there is a small effusion.", {"Pleural Effusion": "uncertain"}),
+    ("It is unclear if there is a small left effusion.", {"Pleural Effusion": "uncertain"}),
+    ("Small left effusion. It is unclear whether there has been interval change.", {"Pleural Effusion": "present"}),
 ]
 
 
@@ -466,9 +485,9 @@ def test_round3_hedges_scopes_and_vocabulary(nlp, text, expected):
 
 ROUND3_PATTERNS = {
     "modifiers": ("worrisome for", "favored", "more likely than", "is less likely", "is no longer seen",
-                  ", small", "may", "and"),
+                  ", small", "may", "and", "of uncertain acuity", "unclear whether there is"),
     "targets": ("increased heart size", "lobe lesion", "pleural space fluid", "pleural spaces are clear",
-                "device lead"),
+                "device lead", "collapsed lobe", "thickening of the fissure"),
 }
 
 
