@@ -475,6 +475,12 @@ ROUND3_CASES = [
     ("Uncertain whether there is a small effusion.", {"Pleural Effusion": "uncertain"}),
     ("It is unclear if there is a small left effusion.", {"Pleural Effusion": "uncertain"}),
     ("Small left effusion. It is unclear whether there has been interval change.", {"Pleural Effusion": "present"}),
+    # CheXpert pneumonia.txt: "infectious"; a prior granulomatous infectious disease stays a look-alike
+    ("Right lower lobe opacity, likely infectious.", {"Pneumonia": "present", "Lung Opacity": "present"}),
+    ("Differential includes infectious and inflammatory etiologies.", {"Pneumonia": "uncertain"}),
+    ("No definite infectious infiltrate is seen.", {"Pneumonia": "absent"}),
+    ("Sequela of prior granulomatous infectious disease.", {"Pneumonia": None}),
+    ("Noninfectious inflammation.", {"Pneumonia": None}),
 ]
 
 
