@@ -481,6 +481,12 @@ ROUND3_CASES = [
     ("No definite infectious infiltrate is seen.", {"Pneumonia": "absent"}),
     ("Sequela of prior granulomatous infectious disease.", {"Pneumonia": None}),
     ("Noninfectious inflammation.", {"Pneumonia": None}),
+    # Open-i's XXXX after a sided chest (wall) is the device there (its catheter tip is not always named)
+    ("Left chest XXXX in stable position.", {"Support Devices": "present"}),
+    ("Left-sided medication injection XXXX has its tip at the cavoatrial junction.", {"Support Devices": "present"}),
+    ("The right chest wall XXXX has been removed.", {"Support Devices": "absent"}),
+    ("No chest XXXX XXXX.", {"Support Devices": None}),
+    ("Lucencies throughout the chest XXXX representing emphysema.", {"Support Devices": None}),
 ]
 
 
@@ -493,7 +499,8 @@ ROUND3_PATTERNS = {
     "modifiers": ("worrisome for", "favored", "more likely than", "is less likely", "is no longer seen",
                   ", small", "may", "and", "of uncertain acuity", "unclear whether there is"),
     "targets": ("increased heart size", "lobe lesion", "pleural space fluid", "pleural spaces are clear",
-                "device lead", "collapsed lobe", "thickening of the fissure"),
+                "device lead", "collapsed lobe", "thickening of the fissure",
+                "left chest XXXX"),
 }
 
 
