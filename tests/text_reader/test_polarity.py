@@ -500,7 +500,7 @@ ROUND3_PATTERNS = {
                   ", small", "may", "and", "of uncertain acuity", "unclear whether there is"),
     "targets": ("increased heart size", "lobe lesion", "pleural space fluid", "pleural spaces are clear",
                 "device lead", "collapsed lobe", "thickening of the fissure",
-                "left chest XXXX"),
+                "left chest XXXX", "injection XXXX"),
 }
 
 
