@@ -496,11 +496,12 @@ def test_round3_hedges_scopes_and_vocabulary(nlp, text, expected):
 
 
 ROUND3_PATTERNS = {
-    "modifiers": ("worrisome for", "favored", "more likely than", "is less likely", "is no longer seen",
-                  ", small", "may", "and", "of uncertain acuity", "unclear whether there is"),
-    "targets": ("increased heart size", "lobe lesion", "pleural space fluid", "pleural spaces are clear",
-                "device lead", "collapsed lobe", "thickening of the fissure",
-                "left chest XXXX", "injection XXXX"),
+    # "worrisome for", "favor(ed)", "more/less likely", "may/might" are alternatives of the "possible" row
+    "modifiers": ("possible", "is less likely", "is no longer seen", ", small", "and", "of uncertain acuity",
+                  "unclear whether there is"),
+    # the lobe lesion, pleural-space fluid, chamber leads and injection port are alternatives of older rows
+    "targets": ("increased heart size", "coin lesion", "fissural fluid", "pleural spaces are clear", "generator",
+                "portacath", "collapsed lobe", "thickening of the fissure", "left chest XXXX"),
 }
 
 
