@@ -389,3 +389,127 @@ def test_matchers_use_guarded_patterns(nlp):
     regex = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher._MedspacyMatcher__regex_matcher
     patterns = [p.pattern for ps in regex._patterns.values() for p in ps]
     assert sum(p.startswith("(?=[") for p in patterns) > len(patterns) / 2
+
+
+# Issue 17, round 3: hedges and scope ends that CheXpert's patterns have and the reader lacked
+# (chexpert-labeler patterns/post_negation_uncertainty.txt: "worrisome for", "favor", "less
+# likely", "may"), an absence stated after the finding ("is no longer seen"), a negated list that
+# ends where a new finding starts with its size ("no pneumothorax, small left effusion"), and a
+# heart size that CheXpert's cardiomegaly.txt ("heart size", "cardiac silhouette") reads as a
+# positive mention. Each sentence is written for this test: positive, negated, look-alike.
+ROUND3_CASES = [
+    # "worrisome for" is a hedge, as "concerning for" already was
+    ("Right lower lobe consolidation worrisome for pneumonia.", {"Consolidation": "present", "Pneumonia": "uncertain"}),
+    ("No findings worrisome for pneumonia.", {"Pneumonia": "absent"}),
+    ("Right lower lobe pneumonia, worrisome given the history.", {"Pneumonia": "present"}),
+    # "favor(ed) (as / to represent)" X is a hedge on X
+    ("Left base opacity, favor atelectasis.", {"Atelectasis": "uncertain", "Lung Opacity": "present"}),
+    ("Lingular opacity favored as atelectasis.", {"Atelectasis": "uncertain", "Lung Opacity": "present"}),
+    ("Lingular opacity is favored to represent atelectasis.", {"Atelectasis": "uncertain"}),
+    ("No atelectasis is favored over effusion.", {"Atelectasis": "absent"}),
+    ("The line is in favorable position. Left basilar atelectasis.", {"Atelectasis": "present"}),
+    # the less likely alternative is uncertain; the favoured one is kept
+    ("Left base opacity, atelectasis more likely than pneumonia.",
+     {"Atelectasis": "present", "Pneumonia": "uncertain", "Lung Opacity": "present"}),
+    ("Left base atelectasis favored over pneumonia.", {"Atelectasis": "present", "Pneumonia": "uncertain"}),
+    ("Pneumonia is less likely.", {"Pneumonia": "uncertain"}),
+    ("Less likely pneumonia.", {"Pneumonia": "uncertain"}),
+    ("No pneumonia. Atelectasis is likely.", {"Pneumonia": "absent", "Atelectasis": "present"}),
+    # a bare may/might before the finding (Open-i's typo'd "may healing rib fracture")
+    ("May healing rib fracture.", {"Fracture": "uncertain"}),
+    ("There might be a small left effusion.", {"Pleural Effusion": "uncertain"}),
+    ("Small left effusion, which may be loculated.", {"Pleural Effusion": "present"}),
+    ("No fracture, may be positional.", {"Fracture": "absent"}),
+    # an absence stated after the finding
+    ("The previously seen left effusion is no longer visualized.", {"Pleural Effusion": "absent"}),
+    ("The left effusion is no longer seen, but a small right effusion remains.", {"Pleural Effusion": "present"}),
+    ("The left effusion is no larger.", {"Pleural Effusion": "present"}),
+    # a negated list ends where a new finding starts with its size or age after a comma
+    ("No pneumothorax, small left pleural effusion.", {"Pneumothorax": "absent", "Pleural Effusion": "present"}),
+    ("Negative for pneumothorax, moderate right effusion.", {"Pneumothorax": "absent", "Pleural Effusion": "present"}),
+    ("No acute bony abnormality, healed right rib fractures.", {"Fracture": "present"}),
+    ("No pneumothorax, mild cardiomegaly.", {"Pneumothorax": "absent", "Cardiomegaly": "present"}),
+    ("No focal consolidation, large pleural effusion, or pneumothorax.",
+     {"Consolidation": "absent", "Pleural Effusion": "absent", "Pneumothorax": "absent"}),
+    ("No pneumothorax, effusion, or small nodule.", {"Pneumothorax": "absent", "Pleural Effusion": "absent"}),
+    # an increased heart size is Cardiomegaly (CheXpert: "heart size", "cardiac silhouette" mentions)
+    ("Marked increase in heart size.", {"Cardiomegaly": "present"}),
+    ("Moderate increase in size of the cardiac silhouette.", {"Cardiomegaly": "present"}),
+    ("Increased heart size since the prior study.", {"Cardiomegaly": "present"}),
+    ("Prominent cardiac silhouette.", {"Cardiomegaly": "present"}),
+    ("No increase in heart size.", {"Cardiomegaly": None}),
+    ("Without interval increase in heart size.", {"Cardiomegaly": None}),
+    ("Increased density in the left lower lobe.", {"Cardiomegaly": None, "Lung Opacity": "present"}),
+    # a lesion named by its lobe is a lung lesion; a bone or skin lesion is not
+    ("Left upper lobe lesion.", {"Lung Lesion": "present"}),
+    ("Right hilar mass lesion.", {"Lung Lesion": "present"}),
+    ("No right upper lobe lesion.", {"Lung Lesion": "absent"}),
+    ("Lytic lesion in the right humerus.", {"Lung Lesion": None}),
+    ("Skin lesion over the left chest.", {"Lung Lesion": None}),
+    # fluid in the pleural space is an effusion (CheXpert: "pleural fluid"); clear pleural spaces deny it
+    ("Small amount of fluid in the right pleural space.", {"Pleural Effusion": "present"}),
+    ("No fluid in the pleural space.", {"Pleural Effusion": "absent"}),
+    ("The pleural spaces are clear.", {"Pleural Effusion": "absent"}),
+    ("The lungs and pleural spaces show no acute abnormality.", {"Pleural Effusion": None}),
+    # a pacing lead named by its chamber is a device (CheXpert support_devices.txt: "lead")
+    ("Right ventricular lead in good position.", {"Support Devices": "present"}),
+    ("Coronary sinus lead.", {"Support Devices": "present"}),
+    ("No pacer leads.", {"Support Devices": "absent"}),
+    ("Lead poisoning in the history.", {"Support Devices": None}),
+    # a collapsed lobe is Atelectasis (CheXpert atelectasis.txt: "collapse"); a collapsed vertebra is not
+    ("In the collapsed left upper lobe are stranding and pneumatoceles.", {"Atelectasis": "present"}),
+    ("The right middle lobe is collapsed.", {"Atelectasis": "present"}),
+    ("No collapsed lobe.", {"Atelectasis": "absent"}),
+    ("Collapsed vertebral body at T12.", {"Atelectasis": None}),
+    # a thickened fissure is pleural thickening (Pleural Other), as "fissural thickening" already was
+    ("There is thickening of the fissure.", {"Pleural Other": "present"}),
+    ("Thickened minor fissure.", {"Pleural Other": "present"}),
+    ("No thickening of the fissures.", {"Pleural Other": "absent"}),
+    ("The minor fissure is visible.", {"Pleural Other": None}),
+    # an unknown age, acuity or cause leaves the finding present (as "age-indeterminate" already did)
+    ("There is a fracture of the left 7th rib, of uncertain acuity.", {"Fracture": "present"}),
+    ("Nodule of uncertain significance in the left upper lobe.", {"Lung Lesion": "present"}),
+    ("Age indeterminant rib fracture.", {"Fracture": "present"}),
+    ("Possible rib fracture of uncertain acuity.", {"Fracture": "uncertain"}),
+    # "unclear whether there is" hedges past the "there is" that otherwise ends a cue's scope
+    ("Uncertain whether there is a small effusion.", {"Pleural Effusion": "uncertain"}),
+    ("It is unclear if there is a small left effusion.", {"Pleural Effusion": "uncertain"}),
+    ("Small left effusion. It is unclear whether there has been interval change.", {"Pleural Effusion": "present"}),
+    # CheXpert pneumonia.txt: "infectious"; a prior granulomatous infectious disease stays a look-alike
+    ("Right lower lobe opacity, likely infectious.", {"Pneumonia": "present", "Lung Opacity": "present"}),
+    ("Differential includes infectious and inflammatory etiologies.", {"Pneumonia": "uncertain"}),
+    ("No definite infectious infiltrate is seen.", {"Pneumonia": "absent"}),
+    ("Sequela of prior granulomatous infectious disease.", {"Pneumonia": None}),
+    ("Noninfectious inflammation.", {"Pneumonia": None}),
+    # Open-i's XXXX after a sided chest (wall) is the device there (its catheter tip is not always named)
+    ("Left chest XXXX in stable position.", {"Support Devices": "present"}),
+    ("Left-sided medication injection XXXX has its tip at the cavoatrial junction.", {"Support Devices": "present"}),
+    ("The right chest wall XXXX has been removed.", {"Support Devices": "absent"}),
+    ("No chest XXXX XXXX.", {"Support Devices": None}),
+    ("Lucencies throughout the chest XXXX representing emphysema.", {"Support Devices": None}),
+]
+
+
+@pytest.mark.parametrize("text,expected", ROUND3_CASES, ids=[c[0][:40] for c in ROUND3_CASES])
+def test_round3_hedges_scopes_and_vocabulary(nlp, text, expected):
+    assert check(text, list(expected)) == expected
+
+
+ROUND3_PATTERNS = {
+    # "worrisome for", "favor(ed)", "more/less likely", "may/might" are alternatives of the "possible" row
+    "modifiers": ("possible", "is less likely", "is no longer seen", ", small", "and", "of uncertain acuity",
+                  "unclear whether there is"),
+    # the lobe lesion, pleural-space fluid, chamber leads and injection port are alternatives of older rows
+    "targets": ("increased heart size", "coin lesion", "fissural fluid", "pleural spaces are clear", "generator",
+                "portacath", "collapsed lobe", "thickening of the fissure", "left chest XXXX"),
+}
+
+
+def test_round3_patterns_are_guarded():
+    import re
+
+    rows = {"modifiers": polarity.modifier_rows(), "targets": polarity.target_rows()}
+    for kind, literals in ROUND3_PATTERNS.items():
+        for literal in literals:
+            (row,) = [r for r in rows[kind] if r["literal"] == literal and r["pattern"]]
+            assert polarity.first_char_guard(re.compile(row["pattern"], re.I)).pattern.startswith("(?=["), literal
