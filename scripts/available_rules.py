@@ -17,6 +17,9 @@ import sys
 
 from nast.cli import COMMANDS
 
+#: rules that run another rule's command over other inputs (besides the beta sweep's *_sweep twins)
+TWINS = {"embed_images_grounding": "embed-images"}
+
 
 def rule_graph(extra: list[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     dot = subprocess.run(
@@ -37,7 +40,7 @@ def stage_exists(rule: str) -> bool:
     so a broken stage is never silently dropped from the DAG."""
     if rule == "all":
         return True
-    command = rule.removesuffix("_sweep").replace("_", "-")
+    command = TWINS.get(rule, rule.removesuffix("_sweep").replace("_", "-"))
     if command not in COMMANDS:
         print(f"available_rules: rule {rule!r}: no `nast {command}` command in nast.cli.COMMANDS", file=sys.stderr)
         return False
