@@ -84,7 +84,12 @@ def pytest_sessionfinish(session, exitstatus):
         return
     from nast.codedeps import undeclared_reads
 
-    problems, runs = undeclared_reads(folder, Path(__file__).resolve().parents[1], UNDECLARED_OK)
+    try:
+        problems, runs = undeclared_reads(folder, Path(__file__).resolve().parents[1], UNDECLARED_OK)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)  # one folder per pytest run: do not leave it in /tmp
     _RECORDS["result"] = (problems, runs)
     if problems and session.exitstatus == 0:
         session.exitstatus = 1

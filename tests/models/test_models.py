@@ -196,3 +196,15 @@ def test_packaged_12_block_demo_config_loads_as_open_clip(tmp_path):
     assert vl.family == "open_clip" and vl.n_text_layers == 12 == len(vl.text_layers())
     with torch.no_grad():
         assert vl.encode_text(vl.tokenize(CAPTIONS)).shape == (3, cfg12["embed_dim"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_declared_image_size_is_the_loaded_models(tiny_models, tiny_model_params, family, tmp_path):
+    """The input size read from the config files alone (nast cache-images checks it before any
+    work) is the size the loaded model takes; unknown (None) when the config is not there."""
+    from nast.models.families import declared_image_size
+
+    assert declared_image_size(tiny_model_params[family]) == tiny_models[family].image_size
+    gone = dict(tiny_model_params[family], name=str(tmp_path / "none.json"), checkpoint=str(tmp_path / "none"))
+    assert declared_image_size(gone) is None
+    assert declared_image_size({"family": "open_clip", "name": "openai", "checkpoint": None}) is None

@@ -4,6 +4,7 @@ at another size is refused naming the key, and a killed run resumes keeping the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -16,10 +17,12 @@ import yaml
 from PIL import Image
 
 from nast.cli import main
+from nast.config import load_params
 from nast.errors import StageError
 from nast.models import embeddings as E
 from nast.models import image_cache as C
 from nast.models import load_model
+from nast.stages import cache_images
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def test_every_image_is_cached_once_per_split(cohort, cache):
 
 def test_cached_crops_give_the_files_tensors(world, cohort, cache):
     vl = load_model(world["params"]["model"], device="cpu")
-    c = C.open_cache(cache, vl)
+    c = C.open_cache(cache)
     for p in cohort["paths"]:
         with Image.open(p) as img:
             want = vl.preprocess(img)
@@ -96,22 +99,36 @@ def test_attached_cache_is_read_instead_of_the_files(world, cohort, cache, tmp_p
                                                        if r["split"] == manifest["shards"][0]["split"]})[0]
     with torch.no_grad():
         plain = E.embed_paths(vl, [first])
-        vl.use_image_cache(C.open_cache(planted, vl))
+        vl.use_image_cache(C.open_cache(planted))
         read = E.embed_paths(vl, [first])
     assert not torch.allclose(plain, read)
 
 
 def test_cache_at_another_size_is_refused_naming_the_key(world, cohort, tmp_path):
+    """cache-images refuses a size the model's config does not declare, before decoding anything;
+    a cache at another size (built around that check) is refused by every reader."""
     out = tmp_path / "c48"
-    assert main(["cache-images", "--params", _params(world, tmp_path, 48), "--cohort", cohort["cohort"],
-                 "--out", str(out)]) == 0
+    p48 = _params(world, tmp_path, 48)
+    assert main(["cache-images", "--params", p48, "--cohort", cohort["cohort"], "--out", str(out)]) == 2
+    assert not out.exists()
+    with pytest.raises(StageError, match=r"data.image_cache_size is 48 but the model .* takes 32 px: set "
+                                         r"data.image_cache_size: 32"):
+        cache_images.run(cache_images_args(cohort, out), load_params(p48))
+    by_split: dict[str, list[str]] = {}
+    for r in cohort["rows"]:
+        by_split.setdefault(r["split"], []).append(r["image_path"])
+    C.write_cache(out, {k: sorted(v) for k, v in by_split.items()}, 48)
     vl = load_model(world["params"]["model"], device="cpu")
     with pytest.raises(StageError, match=r"cached at 48 px but the model takes 32 px; set data.image_cache_size: 32"):
-        C.open_cache(out, vl)
+        vl.use_image_cache(C.open_cache(out))
     # the stage that reads it stops with the message (exit 2)
     f = world["files"]
     assert main(["embed-images", "--params", f["params"], "--cohort", f["cohort"], "--image-cache", str(out),
                  "--out", str(tmp_path / "emb")]) == 2
+
+
+def cache_images_args(cohort, out):
+    return argparse.Namespace(cohort=cohort["cohort"], grounding=None, out=str(out))
 
 
 def test_no_size_no_cache(world, cohort, tmp_path):

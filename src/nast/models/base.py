@@ -113,9 +113,12 @@ class VLModel:
         """Read images from ``cache`` (a :class:`nast.models.image_cache.ImageCache` at this model's
         input size, or None) in the streamed loaders of :mod:`nast.models.embeddings`."""
         if cache is not None and int(cache.size) != self.image_size:
+            from nast.config import params_file
             from nast.errors import StageError
 
-            raise StageError(f"{cache.folder}: images cached at {cache.size} px, the model takes {self.image_size} px")
+            raise StageError(f"{cache.folder}: images cached at {cache.size} px but the model takes "
+                             f"{self.image_size} px; set data.image_cache_size: {self.image_size} in "
+                             f"{params_file()} (and rerun cache-images)")
         self.image_cache = cache
 
     def from_crop(self, crop: Tensor) -> Tensor:

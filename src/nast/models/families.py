@@ -322,6 +322,35 @@ class OpenClipModel(VLModel):
         return self._normalize(x)
 
 
+def declared_image_size(mp: dict) -> int | None:
+    """The input size (px) the model of ``mp`` (params.yaml's ``model:`` section) will take, read
+    from its config files alone, without its weights: a stage can refuse a mismatch before any
+    work. None when the configs do not say (an OpenAI-layout checkpoint, a file not there yet):
+    the loader then reports what is missing, and :meth:`VLModel.use_image_cache` checks again."""
+    try:
+        family = mp["family"]
+        if family == "hf_clip":
+            d = Path(mp["checkpoint"]) if Path(str(mp["checkpoint"])).is_dir() else Path(str(mp["name"]))
+            size = json.loads((d / "config.json").read_text()).get("vision_config", {}).get("image_size", 224)
+            pre_path = d / "preprocessor_config.json"
+            if pre_path.is_file():
+                crop = json.loads(pre_path.read_text()).get("crop_size", size)
+                size = crop.get("height", size) if isinstance(crop, dict) else crop
+            return int(size)
+        if family == "open_clip":
+            cfg, _ = resolve_open_clip_config(str(mp["name"]), mp.get("checkpoint"))
+        elif family == "open_clip_hf":
+            cfg = json.loads(Path(str(mp["name"])).read_text())
+        else:
+            return None
+        if cfg is None:
+            return None
+        size = (split_config(cfg)[0].get("vision_cfg") or {}).get("image_size", 224)  # open_clip's default
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+    except (StageError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def load_open_clip(mp: dict, device: torch.device) -> OpenClipModel:
     import open_clip
     from open_clip.model import CLIP, build_model_from_openai_state_dict

@@ -25,8 +25,10 @@ rerun keeps every shard whose sidecar matches its paths and size and writes the 
 streamed through a torch DataLoader (env ``NAST_IMAGE_WORKERS`` worker processes): the memory of
 the stage does not grow with the number of images.
 
-Reading: :func:`open_cache` refuses a cache at another size than the model's input (naming
-``data.image_cache_size`` and the file); an image the cache lacks is read from its file.
+Reading: :func:`open_cache` opens the folder and :meth:`nast.models.base.VLModel.use_image_cache`
+refuses a cache at another size than the model's input (naming ``data.image_cache_size`` and the
+file); an image the cache lacks is read from its file. ``nast cache-images`` already refuses to
+build a cache at another size than the one the model's config files declare.
 """
 
 from __future__ import annotations
@@ -236,18 +238,10 @@ class ImageCache:
         return torch.from_numpy(np.array(self._array(where[0])[where[1]], dtype=np.uint8))[None]
 
 
-def open_cache(folder: str | Path | None, vl) -> ImageCache | None:
-    """The cache at ``folder`` for model ``vl`` (None: None); a StageError when its size is not
-    the model's input size."""
-    if not folder:
-        return None
-    cache = ImageCache(folder)
-    if cache.size != int(vl.image_size):
-        from nast.config import params_file
-
-        raise StageError(f"{cache.folder}: images cached at {cache.size} px but the model takes {vl.image_size} px; "
-                         f"set data.image_cache_size: {vl.image_size} in {params_file()} (and rerun cache-images)")
-    return cache
+def open_cache(folder: str | Path | None) -> ImageCache | None:
+    """The cache at ``folder`` (None: None). :meth:`VLModel.use_image_cache` refuses one at
+    another size than the model's input."""
+    return ImageCache(folder) if folder else None
 
 
 __all__ = ["CACHE_DIR", "ImageCache", "open_cache", "plan", "write_cache"]

@@ -2,7 +2,8 @@
 docstring describes the layout): every cohort image, per split, and with ``--grounding`` the
 grounding table's counterfactual and control images (the DAG leaves them out: they are few, and
 a change of the grounding table would otherwise rerun every stage that reads pixels), decoded
-once into uint8 grayscale crops at ``data.image_cache_size`` pixels. The rule ``cache_images``
+once into uint8 grayscale crops at ``data.image_cache_size`` pixels (refused before any work when
+the model's config files declare another input size). The rule ``cache_images``
 (workflow/rules/cache_images.smk) and the DVC stage of the same name run this module when
 ``data.image_cache_size`` is set; the pixel-reading stages then take ``--image-cache``. A rerun
 after a kill keeps the finished shards.
@@ -20,7 +21,8 @@ from nast.errors import StageError
 log = logging.getLogger(__name__)
 
 #: the params.yaml keys this stage reads (nast.codedeps.declared_params)
-PARAMS_KEYS = ("data.image_cache_size", "data.allow_empty")
+#: (model.*: its config files say the input size, checked before any image is decoded)
+PARAMS_KEYS = ("data.image_cache_size", "data.allow_empty", "model.family", "model.name", "model.checkpoint")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +60,13 @@ def run(args: argparse.Namespace, params: dict) -> int:
     if size is None:
         raise StageError(f"{params_file()}: data.image_cache_size is null: no image cache to write "
                          "(set it to the base model's input size)")
+    from nast.models.families import declared_image_size
+
+    want = declared_image_size({k: params.model[k] for k in ("family", "name", "checkpoint")})
+    if want is not None and want != int(size):
+        raise StageError(f"{params_file()}: data.image_cache_size is {size} but the model (model.name "
+                         f"{params.model['name']!r}) takes {want} px: set data.image_cache_size: {want}, "
+                         "or null for no cache")
     cohort = io.read_table(args.cohort, "cohort", params)
     io.require_columns(cohort, ("image_path", "split"), args.cohort)
     grounding = io.read_table(args.grounding, "grounding table", params) if args.grounding else None

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     t0 = time.perf_counter()
     vl = load_model(model, device=model["device"])
     vl.model.eval()
-    vl.use_image_cache(open_cache(args.image_cache, vl))
+    vl.use_image_cache(open_cache(args.image_cache))
     emb = E.embed_paths(vl, paths)
     seconds = time.perf_counter() - t0
     manifest = E.write_store(args.out, paths, emb, fingerprint, {"family": vl.family})

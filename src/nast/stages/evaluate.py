@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.models.image_cache import open_cache
 
     store = store_for_model(args.embeddings, params.model, args.model_dir)
-    vl.use_image_cache(open_cache(args.image_cache, vl))
+    vl.use_image_cache(open_cache(args.image_cache))
     log.info("%s: evaluating %s (%s)", args.method, args.model_dir, "trained" if cfg.get("trained") else "base model")
     with torch.no_grad():
         result = evaluate(vl, cohort, benchmark, contextual, params.evaluate, store)

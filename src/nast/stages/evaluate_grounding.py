@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
     from nast.models.image_cache import open_cache
 
     store = store_for_model(args.embeddings, params.model, args.model_dir)
-    vl.use_image_cache(open_cache(args.image_cache, vl))
+    vl.use_image_cache(open_cache(args.image_cache))
     result, examples = evaluate(vl, table, cfg, params.evaluate, store)
     result = {"method": args.method, **result}
     io.write_json(io.json_safe(result), args.out)

@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
 
     store = None if tp.train_vision else open_store(args.embeddings, params.model)
     gstore = None if tp.train_vision or ground is None else open_store(args.grounding_embeddings, params.model)
-    vl.use_image_cache(open_cache(args.image_cache, vl))
+    vl.use_image_cache(open_cache(args.image_cache))
     curve, finished = trainer.train(
         vl, spec, groups, tp, scales, scale_mode, out,
         validate=lambda: validation_metrics(vl, benchmark, contextual, "validate", store),
