@@ -197,3 +197,16 @@ def test_train_vision_on_the_cache_trains_the_same_weights(world, tmp_path):
     assert weights["plain"].keys() == weights["cached"].keys() and weights["plain"]
     for k in weights["plain"]:
         assert torch.equal(weights["plain"][k], weights["cached"][k]), k
+
+
+def test_grounding_images_get_their_own_split_once(cohort):
+    """cache-images --grounding: the counterfactuals and controls that are not cohort images, once
+    each, in a 'grounding' split; a cohort split of that name is refused."""
+    cf = [str(Path(cohort["tmp"]) / f"cf{i}.jpg") for i in range(3)]
+    grounding = pl.DataFrame({"cf_path": [cf[0], cf[1], cf[0]], "ctrl_path": [cf[2], None, cohort["paths"][0]]})
+    by_split = cache_images.paths_by_split(pl.read_parquet(cohort["cohort"]), grounding)
+    assert by_split[C.GROUNDING_SPLIT] == sorted(cf)
+    assert sum(len(v) for v in by_split.values()) == len(cohort["paths"]) + 3
+    clash = pl.DataFrame({"image_path": ["a.jpg"], "split": [C.GROUNDING_SPLIT]})
+    with pytest.raises(StageError, match="clashes"):
+        cache_images.paths_by_split(clash, grounding)
