@@ -1,13 +1,17 @@
 """Measured on real radiologist reports: Open-i development sample (the tests that read it are skipped
 when it is absent, failed instead under CI: tests/shared_data.py).
 
-Rules were tuned on uid % 4 == 0; these tests score the held-out half (uid % 4 == 2). Measured
-(benchmarks/eval_claims_openi.py --split heldout, docs/RESULTS.md): extractor macro-F1 0.897 (0.906
-over the 8 frequent findings), regex baseline 0.779, false-positive rate on 'normal' reports 0.006,
-laterality agreement 0.993 where the reader gives a side and 0.955 with a missing side counted
-wrong; no finding read both positive and uncertain in one sentence; nast label (default
---precedence chexpert): positives macro-F1 0.906 over the 8 findings, FP rate on normal reports
-0.006, a negative label in 0.976 of the reports.
+Rules were tuned on uid % 4 == 0; these tests score the held-out half (uid % 4 == 2). Measured after
+reader round 3 (benchmarks/eval_claims_openi.py --split heldout, docs/RESULTS.md): extractor macro-F1
+0.905 (0.922 over the 8 frequent findings), regex baseline 0.777, false-positive rate on 'normal'
+reports 0.006, laterality agreement 0.993 where the reader gives a side and 0.955 with a missing side
+counted wrong; no finding read both positive and uncertain in one sentence; nast label (default
+--precedence chexpert): positives macro-F1 0.922 over the 8 findings, FP rate on normal reports
+0.006, a negative label in 0.976 of the reports, No Finding recall 0.994 against MeSH 'normal'.
+
+The floors sit MARGIN (0.005) below those figures: a regression test of the current reader, so a
+change that costs about one error in a small finding fails it and has to be looked at (and the figures
+here, and in docs/RESULTS.md, re-measured).
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ from nast.text.claims import extract_claims
 from nast.text.contextual import SIDES, build_contextual
 from nast.text.polarity import extract_mentions
 
-MEASURED_MACRO_F1 = 0.897
-MEASURED_MACRO_F1_8 = 0.906
+MEASURED_MACRO_F1 = 0.905
+MEASURED_MACRO_F1_8 = 0.922
 MEASURED_LATERALITY_STRICT = 0.955
-MARGIN = 0.03
+MEASURED_LATERALITY_GIVEN = 0.993
+MEASURED_F1 = {"Lung Opacity": 0.966, "Cardiomegaly": 0.975, "Atelectasis": 0.952, "Pleural Effusion": 0.889}
+MEASURED_PNEUMONIA_PRECISION = 0.769
+MEASURED_LABEL_MACRO_F1_8 = 0.922
+MEASURED_WITH_NEGATIVE = 0.976
+MEASURED_NO_FINDING_RECALL = 0.994
+MARGIN = 0.005
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +48,15 @@ def test_heldout_scores_beat_floor_and_baseline(eval_module, heldout):
     result = eval_module.evaluate(df, claims)
     ex, bl = result["extractor"], result["baseline"]
     assert ex["macro_f1"] > MEASURED_MACRO_F1 - MARGIN
-    assert ex["macro_f1"] > bl["macro_f1"] + 0.05
+    assert ex["macro_f1"] > bl["macro_f1"] + 0.12  # measured 0.905 vs 0.777
     assert ex["fp_rate_normal"] < bl["fp_rate_normal"]
-    assert ex["fp_rate_normal"] < 0.02
-    assert ex["laterality_agreement"] > 0.9
-    for finding in ("Lung Opacity", "Cardiomegaly", "Atelectasis", "Pleural Effusion"):
-        assert ex["per_finding"][finding]["f1"] > 0.8, finding
+    assert ex["fp_rate_normal"] < 0.01  # measured 0.006 (2 of 345); 3 would still pass, 4 not
+    assert ex["laterality_agreement"] > MEASURED_LATERALITY_GIVEN - MARGIN
+    for finding, f1 in MEASURED_F1.items():
+        assert ex["per_finding"][finding]["f1"] > f1 - MARGIN, finding
     assert ex["macro_f1_8"] > MEASURED_MACRO_F1_8 - MARGIN
     assert ex["laterality"]["strict"] > MEASURED_LATERALITY_STRICT - MARGIN
-    assert ex["per_finding"]["Pneumonia"]["precision"] > 0.75
+    assert ex["per_finding"]["Pneumonia"]["precision"] > MEASURED_PNEUMONIA_PRECISION - MARGIN
     assert ex["uncertainty"]["mixed"] == 0  # a hedge never leaves the same finding also positive
 
 
@@ -55,10 +65,10 @@ def test_label_against_mesh(eval_module, heldout, nlp):
     res = eval_module.evaluate_labels(df)
     assert res["n_labelled"] + res["n_quarantined"] == df.height
     pos = res["positives"]
-    assert pos["fp_rate_normal"] <= 0.01
-    assert res["with_negative"] >= 0.6
-    assert pos["macro_f1_8"] > 0.906 - MARGIN
-    assert res["no_finding"]["recall"] > 0.95
+    assert pos["fp_rate_normal"] < 0.01  # measured 0.006 (2 of 337)
+    assert res["with_negative"] > MEASURED_WITH_NEGATIVE - MARGIN
+    assert pos["macro_f1_8"] > MEASURED_LABEL_MACRO_F1_8 - MARGIN
+    assert res["no_finding"]["recall"] > MEASURED_NO_FINDING_RECALL - MARGIN
 
 
 
