@@ -1,7 +1,8 @@
 """The trained-adapter format, shared by training and every stage that loads a trained method.
 
 A method folder ``models/<method>/`` holds ``adapter.pt`` (the trainable parameters: LoRA weights,
-or the whole text tower for full_ft) and ``adapter_config.json`` (the adapted module names and the
+or the whole text tower for full_ft, or also the vision tower with its BatchNorm statistics under
+``train.train_vision``) and ``adapter_config.json`` (the adapted module names and the
 LoRA settings); zero_shot writes only its manifest. :func:`load_trained` applies one to a freshly
 loaded base model. Here, below both nast.train and nast.evaluate, so neither imports the other's
 internals for it.
@@ -65,18 +66,33 @@ def pin_mha_base_weights(model: nn.Module) -> int:
     return n
 
 
+def _trained_buffers(model: nn.Module):
+    """(name, buffer) of the persistent buffers of every module with a trainable parameter of its
+    own: a trained BatchNorm's running statistics (``train.train_vision`` on a ResNet tower) move
+    with its weights and belong with them."""
+    for mname, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            for bname, buf in module.named_buffers(recurse=False):
+                if buf is not None and bname not in module._non_persistent_buffers_set:
+                    yield (f"{mname}.{bname}" if mname else bname), buf
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters and the buffers that train with them (:func:`_trained_buffers`)."""
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update((n, b.detach().cpu().clone()) for n, b in _trained_buffers(model))
+    return state
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    params = dict(model.named_parameters())
-    missing = [n for n in state if n not in params]
+    """Copy ``state`` (:func:`trainable_state`: parameters and buffers) into ``model``."""
+    tensors = {**dict(model.named_buffers()), **dict(model.named_parameters())}
+    missing = [n for n in state if n not in tensors]
     if missing:
         raise StageError(f"{source}: parameters not in the model: {missing[:3]}")
     with torch.no_grad():
         for n, t in state.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
+            tensors[n].copy_(t.to(tensors[n].device, tensors[n].dtype))
 
 
 def load_trained(vl, model_dir: str | Path, train_params: dict[str, Any] | None = None) -> dict[str, Any]:
