@@ -143,8 +143,9 @@ def test_trained_vision_tower_keeps_its_batchnorm_statistics(tmp_path):
     moved = [n for n, b in vl.model.named_buffers() if n.endswith("running_mean") and not torch.equal(b, before[n])]
     assert moved  # the forward did change them: the check below can fail
     load_trainable_state(fresh.model, torch.load(tmp_path / "adapter.pt", weights_only=True), "adapter.pt")
+    after = dict(fresh.model.named_buffers())
     for n, b in vl.model.named_buffers():
-        assert torch.equal(b, dict(fresh.model.named_buffers())[n]), n
+        assert torch.equal(b, after[n]), n
     vl.model.eval()
     fresh.model.eval()
     x = torch.rand(2, 3, vl.image_size, vl.image_size, generator=torch.Generator().manual_seed(1))

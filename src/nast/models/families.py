@@ -330,13 +330,9 @@ def declared_image_size(mp: dict) -> int | None:
     try:
         family = mp["family"]
         if family == "hf_clip":
-            d = Path(mp["checkpoint"]) if Path(str(mp["checkpoint"])).is_dir() else Path(str(mp["name"]))
+            d = _hf_clip_dir(mp)
             size = json.loads((d / "config.json").read_text()).get("vision_config", {}).get("image_size", 224)
-            pre_path = d / "preprocessor_config.json"
-            if pre_path.is_file():
-                crop = json.loads(pre_path.read_text()).get("crop_size", size)
-                size = crop.get("height", size) if isinstance(crop, dict) else crop
-            return int(size)
+            return _hf_clip_preprocess(d, int(size))[0]
         if family == "open_clip":
             cfg, _ = resolve_open_clip_config(str(mp["name"]), mp.get("checkpoint"))
         elif family == "open_clip_hf":
@@ -593,10 +589,28 @@ class HFClipModel(VLModel):
         return self._normalize(self.model.text_projection(pooled))
 
 
+def _hf_clip_dir(mp: dict) -> Path:
+    """The local ``CLIPModel`` directory of ``mp``: ``checkpoint`` when it is one, else ``name``."""
+    return Path(mp["checkpoint"]) if Path(str(mp["checkpoint"])).is_dir() else Path(str(mp["name"]))
+
+
+def _hf_clip_preprocess(d: Path, size: int) -> tuple[int, tuple | list, tuple | list]:
+    """(input size, mean, std) of the ``CLIPModel`` directory ``d`` whose vision config says
+    ``size``: ``preprocessor_config.json``'s crop size and normalisation where it has them."""
+    mean, std = OPENAI_MEAN, OPENAI_STD
+    pre_path = d / "preprocessor_config.json"
+    if pre_path.is_file():
+        pre = json.loads(pre_path.read_text())
+        mean, std = pre.get("image_mean", mean), pre.get("image_std", std)
+        crop = pre.get("crop_size", size)
+        size = int(crop.get("height", size) if isinstance(crop, dict) else crop)
+    return size, mean, std
+
+
 def load_hf_clip(mp: dict, device: torch.device) -> HFClipModel:
     from transformers import CLIPModel
 
-    d = Path(mp["checkpoint"]) if Path(mp["checkpoint"]).is_dir() else Path(str(mp["name"]))
+    d = _hf_clip_dir(mp)
     if not (d / "config.json").is_file():
         raise MissingFileError(d / "config.json", "HF CLIP config")
     if not any((d / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
@@ -604,14 +618,7 @@ def load_hf_clip(mp: dict, device: torch.device) -> HFClipModel:
     tokenizer = _hf_tokenizer(d)
     model = CLIPModel.from_pretrained(str(d), local_files_only=True)
     model = model.float()
-    pre_path = d / "preprocessor_config.json"
-    size = int(model.config.vision_config.image_size)
-    mean, std = OPENAI_MEAN, OPENAI_STD
-    if pre_path.is_file():
-        pre = json.loads(pre_path.read_text())
-        mean, std = pre.get("image_mean", mean), pre.get("image_std", std)
-        crop = pre.get("crop_size", size)
-        size = int(crop.get("height", size) if isinstance(crop, dict) else crop)
+    size, mean, std = _hf_clip_preprocess(d, int(model.config.vision_config.image_size))
     return HFClipModel(
         model.to(device).eval(),
         tokenizer=tokenizer,
