@@ -10,7 +10,7 @@ CORES ?= 2
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline on the embedded demo data (quick: 3 methods, ~10 min)"
-	@echo "make demo-full - the full comparison on the demo (every method, the beta sweep; ~40 min)"
+	@echo "make demo-full - the full comparison on the demo (every method, the beta sweep; ~60 min)"
 	@echo "make test   - set up .venv (if needed) and run the test suite"
 	@echo "make lint   - ruff check of src, tests, benchmarks and scripts (config in pyproject.toml)"
 	@echo "make setup  - only create .venv with the pinned packages (requirements.lock)"

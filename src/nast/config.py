@@ -272,7 +272,7 @@ class TrainParams(Section):
     composite_claims: int
     composite_parts: int
     clip_caption: str
-    train_vision: bool
+    train_vision: bool | list[str]
     topk_layers: int
     full_ft_lr: float
     num_threads: int

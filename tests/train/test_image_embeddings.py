@@ -80,8 +80,8 @@ def _train(world, out, store=None, **tp_over):
     params = world["params"]
     torch.manual_seed(0)
     vl = load_model(params["model"], device="cpu")
-    spec = resolve_method("lora_uniform", params)
     tp = {**params["train"], "epochs": 1, **tp_over}
+    spec = resolve_method("lora_uniform", {**params, "train": tp})
     trainer.apply_method(vl, spec, tp, None)
     groups = caption_groups(pl.read_parquet(world["files"]["contextual"]), "train")
     curve, done = trainer.train(vl, spec, groups, tp, [1.0] * vl.n_text_layers, "lr", out, embeddings=store)
@@ -123,11 +123,51 @@ def test_evaluate_with_the_store_gives_the_same_json(world, store, tmp_path):
 def test_vision_trained_model_dirs_do_not_use_the_store(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
+    # the manifest says whether this method's tower trained (train.train_vision may name methods)
+    (d / "params_used.json").write_text(json.dumps({"train": {"train_vision": ["grounded"]}}))
+    (d / "manifest.json").write_text(json.dumps({"trained": True, "vision_trained": True}))
+    assert E.vision_trained(d) and E.store_for_model(tmp_path / "missing", {}, d) is None
+    (d / "manifest.json").write_text(json.dumps({"trained": True, "vision_trained": False}))
+    assert not E.vision_trained(d)
+    # a folder written before the manifest had the field: params_used.json's train.train_vision: true
     (d / "manifest.json").write_text(json.dumps({"trained": True}))
     (d / "params_used.json").write_text(json.dumps({"train": {"train_vision": True}}))
-    assert E.vision_trained(d) and E.store_for_model(tmp_path / "missing", {}, d) is None
+    assert E.vision_trained(d)
     (d / "params_used.json").write_text(json.dumps({"train": {"train_vision": False}}))
     assert not E.vision_trained(d)
+
+
+def test_train_vision_names_the_methods_whose_tower_trains(world, tmp_path):
+    """train.train_vision: [grounded] trains grounded's tower only; true every trained method's;
+    zero_shot never; the beta sweep counts as nast. The stage records it in manifest.json, and
+    the tower's parameters really train (and only then)."""
+    from nast.train.methods import trains_vision
+
+    tp = {"train_vision": ["grounded", "nast"]}
+    assert trains_vision("grounded", tp) and trains_vision("nast", tp)
+    assert not trains_vision("lora_uniform", tp) and not trains_vision("nast-grounded", tp)
+    assert trains_vision("dpo", {"train_vision": True}) and not trains_vision("zero_shot", {"train_vision": True})
+    assert not trains_vision("grounded", {"train_vision": False})
+    params = {**world["params"], "train": {**world["params"]["train"], "train_vision": ["nast"]}}
+    assert resolve_method("nast", params, beta="0.5").vision
+    assert not resolve_method("lora_uniform", params).vision and not resolve_method("zero_shot", params).vision
+
+    f = world["files"]
+    import yaml
+
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump({**params, "train": {**params["train"], "train_vision": ["lora_uniform"],
+                                                         "epochs": 1}}))
+    keys = {}
+    for method in ("lora_uniform", "topk_layers"):
+        argv = ["train", "--params", str(pfile), "--method", method, "--cohort", f["cohort"], "--benchmark",
+                f["benchmark"], "--contextual", f["contextual"], "--layer-weights", f["layer_weights"],
+                "--out", str(tmp_path / method)]
+        assert main(argv) == 0
+        assert E.vision_trained(tmp_path / method) == (method == "lora_uniform")
+        keys[method] = set(torch.load(tmp_path / method / "adapter.pt", map_location="cpu"))
+    assert any(k.startswith("visual.") for k in keys["lora_uniform"])
+    assert not any(k.startswith("visual.") for k in keys["topk_layers"])
 
 
 def test_workers_give_the_same_batches(world):

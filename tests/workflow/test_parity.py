@@ -174,6 +174,32 @@ def test_stages_declare_what_they_read(full_project, full_export):
                 assert "--base models/base" in s["cmd"], name
 
 
+def test_a_method_whose_tower_trains_reads_pixels_and_no_embedding_store(full_project, full_export):
+    """make demo-full trains the vision tower of the grounded methods only (train.train_vision:
+    [grounded, nast-grounded]): their train / evaluate / evaluate_grounding jobs read the image
+    cache and no embedding store of the base tower; every other method the reverse."""
+    tv = yaml.safe_load((full_project / "params.yaml").read_text())["train"]["train_vision"]
+    assert tv == ["grounded", "nast-grounded"]
+    cache, store, gstore = "data/processed/image_cache", "data/processed/image_embeddings", \
+        "data/processed/grounding_embeddings"
+    smk, _ = dagtools.normalise_snakemake(full_export)
+    for dag in (dagtools.dvc_stages(full_project), smk):
+        for method in ("grounded", "nast-grounded"):
+            for rule in ("train", "evaluate", "evaluate_grounding"):
+                s = dag[f"{rule}@{method}"]
+                assert cache in s["deps"] and f"--image-cache {cache}" in s["cmd"], (rule, method)
+                assert store not in s["deps"] and gstore not in s["deps"] and "--embeddings" not in s["cmd"], \
+                    (rule, method)
+        for method in ("lora_uniform", "nast", "dpo"):
+            for rule in ("train", "evaluate"):
+                s = dag[f"{rule}@{method}"]
+                assert store in s["deps"] and f"--embeddings {store}" in s["cmd"], (rule, method)
+                assert cache not in s["deps"] and "--image-cache" not in s["cmd"], (rule, method)
+        assert gstore in dag["train@dpo"]["deps"] and gstore in dag["evaluate_grounding@dpo"]["deps"]
+        sweep = [s for name, s in dag.items() if name.startswith(("train_sweep@", "evaluate_sweep@"))]
+        assert sweep and all(store in s["deps"] and cache not in s["deps"] for s in sweep)
+
+
 def test_every_stage_depends_on_the_code_it_runs(snakemake_export):
     """Both DAGs list each stage's import closure (nast.codedeps), nothing hand-listed."""
     from nast.codedeps import code_deps

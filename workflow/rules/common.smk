@@ -11,6 +11,7 @@ import yaml
 
 from nast.codedeps import code_deps as _code_deps
 from nast.codedeps import declared_params as _declared_params
+from nast.train.methods import trains_vision as _trains_vision
 
 DEMO = config["data"]["source"] == "demo"
 DATA_ROOT = config["data"]["root"]
@@ -106,10 +107,20 @@ def reads_grounding(method):
 
 
 def grounded_train_inputs(wc):
-    """The grounding table and its images for the grounded and preference methods' training, else nothing."""
+    """The grounding table and its images for the grounded and preference methods' training, else
+    nothing (the images as the base model's embeddings, or as pixels when the tower trains)."""
     if not reads_grounding(wc.method):
         return {}
-    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF, grounding_embeddings=GROUNDING_EMBEDDINGS)
+    images = {} if train_pixels(wc.method) else dict(grounding_embeddings=GROUNDING_EMBEDDINGS)
+    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF, **images)
+
+
+def grounded_train_args(method):
+    """The command-line arguments naming :func:`grounded_train_inputs`."""
+    if not reads_grounding(method):
+        return ""
+    images = "" if train_pixels(method) else f" --grounding-embeddings {GROUNDING_EMBEDDINGS}"
+    return f" --grounding {GROUNDING}{images}"
 
 
 def grounding_inputs():
@@ -129,9 +140,27 @@ def grounding_inputs():
 CACHE_ON = config["data"]["image_cache_size"] is not None
 
 
-#: train and evaluate read pixels only when the vision tower trains (train.train_vision); else
-#: they read the embedding store, and the cache is no input of theirs
-TRAIN_PIXELS = bool(config["train"]["train_vision"])
+def train_pixels(method):
+    """Do training and evaluating ``method`` read pixels? Only when its vision tower trains
+    (train.train_vision true, or a list naming it; the beta sweep is "nast"); else they read the
+    embedding store, and the image cache is no input of theirs."""
+    return _trains_vision(method, config["train"])
+
+
+def image_inputs(method, embeddings=None):
+    """What the train / evaluate job of ``method`` reads for its images: the base model's
+    ``embeddings`` store (default: the cohort's), or the pixels (the image cache, when there is
+    one) when its vision tower trains."""
+    if train_pixels(method):
+        return image_cache_input()
+    return dict(embeddings=embeddings or EMBEDDINGS)
+
+
+def image_args(method, embeddings=None):
+    """The command-line arguments naming :func:`image_inputs`."""
+    if train_pixels(method):
+        return image_cache_arg()
+    return f" --embeddings {embeddings or EMBEDDINGS}"
 
 
 def image_cache_input(pixels=True):

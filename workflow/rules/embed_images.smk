@@ -1,7 +1,7 @@
 # embed_images: every cohort image (all splits) embedded once by the base model ->
 # data/processed/image_embeddings/ (embeddings.npy, index.parquet, manifest.json with the base
 # model's sha256). train, evaluate and evaluate_grounding read it instead of re-embedding the same images with the
-# frozen base vision tower (not for train.train_vision, which needs pixels); a new base model
+# frozen base vision tower (not a method whose tower trains, train.train_vision: it reads pixels); a new base model
 # reruns it (the base model is its input, as for the other model rules).
 rule embed_images:
     input:

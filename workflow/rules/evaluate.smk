@@ -2,11 +2,10 @@
 # for every method and every beta of the sweep -> reports/eval/{M}.json.
 rule evaluate:
     input:
+        unpack(lambda wc: image_inputs(wc.method)),
         code=code("evaluate"),
         model="models/{method}",
         base=base_model(),
-        embeddings=EMBEDDINGS,
-        **image_cache_input(TRAIN_PIXELS),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -19,7 +18,7 @@ rule evaluate:
         ),
     params:
         file=PARAMS,
-        cache=image_cache_arg(TRAIN_PIXELS),
+        images=lambda wc: image_args(wc.method),
         cfg=cfg_params(*declared("evaluate")),
     log:
         f"{LOGS}/evaluate/{{method}}.log",
@@ -30,7 +29,7 @@ rule evaluate:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method {wildcards.method} --model-dir {input.model}"
-        " --base {input.base} --embeddings {input.embeddings}{params.cache} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base}{params.images} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"
 
 
@@ -39,8 +38,7 @@ rule evaluate_sweep:
         code=code("evaluate"),
         model="models/nast-beta{beta}",
         base=base_model(),
-        embeddings=EMBEDDINGS,
-        **image_cache_input(TRAIN_PIXELS),
+        **image_inputs("nast"),
         cohort=COHORT,
         benchmark=BENCHMARK,
         contextual=CONTEXTUAL,
@@ -53,7 +51,7 @@ rule evaluate_sweep:
         ),
     params:
         file=PARAMS,
-        cache=image_cache_arg(TRAIN_PIXELS),
+        images=image_args("nast"),
         cfg=cfg_params(*declared("evaluate")),
     log:
         f"{LOGS}/evaluate/nast-beta{{beta}}.log",
@@ -64,5 +62,5 @@ rule evaluate_sweep:
         **gpu_resources(),
     shell:
         "nast evaluate --params {params.file} --method nast-beta{wildcards.beta} --model-dir {input.model}"
-        " --base {input.base} --embeddings {input.embeddings}{params.cache} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
+        " --base {input.base}{params.images} --cohort {input.cohort} --benchmark {input.benchmark} --contextual {input.contextual}"
         " --out {output} > {log} 2>&1"

@@ -3,10 +3,10 @@
 # method and every beta of the sweep -> reports/grounding/{M}.json (+ example maps .npz).
 rule evaluate_grounding:
     input:
+        unpack(lambda wc: {} if train_pixels(wc.method) else dict(embeddings=GROUNDING_EMBEDDINGS)),
         code=code("evaluate-grounding"),
         model="models/{method}",
         base=base_model(),
-        embeddings=GROUNDING_EMBEDDINGS,
         **image_cache_input(),
         grounding=GROUNDING,
         cf=GROUNDING_CF,
@@ -16,6 +16,7 @@ rule evaluate_grounding:
     params:
         file=PARAMS,
         cache=image_cache_arg(),
+        embeddings=lambda wc: "" if train_pixels(wc.method) else f" --embeddings {GROUNDING_EMBEDDINGS}",
         cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/{{method}}.log",
@@ -26,7 +27,7 @@ rule evaluate_grounding:
         **gpu_resources(),
     shell:
         "nast evaluate-grounding --params {params.file} --method {wildcards.method} --model-dir {input.model}"
-        " --base {input.base} --embeddings {input.embeddings}{params.cache} --grounding {input.grounding} --cf-dir {input.cf}"
+        " --base {input.base}{params.embeddings}{params.cache} --grounding {input.grounding} --cf-dir {input.cf}"
         " --out {output.json} --maps {output.maps} > {log} 2>&1"
 
 
@@ -35,7 +36,7 @@ rule evaluate_grounding_sweep:
         code=code("evaluate-grounding"),
         model="models/nast-beta{beta}",
         base=base_model(),
-        embeddings=GROUNDING_EMBEDDINGS,
+        **({} if train_pixels("nast") else dict(embeddings=GROUNDING_EMBEDDINGS)),
         **image_cache_input(),
         grounding=GROUNDING,
         cf=GROUNDING_CF,
@@ -45,6 +46,7 @@ rule evaluate_grounding_sweep:
     params:
         file=PARAMS,
         cache=image_cache_arg(),
+        embeddings="" if train_pixels("nast") else f" --embeddings {GROUNDING_EMBEDDINGS}",
         cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/nast-beta{{beta}}.log",
@@ -55,5 +57,5 @@ rule evaluate_grounding_sweep:
         **gpu_resources(),
     shell:
         "nast evaluate-grounding --params {params.file} --method nast-beta{wildcards.beta}"
-        " --model-dir {input.model} --base {input.base} --embeddings {input.embeddings}{params.cache} --grounding {input.grounding} --cf-dir {input.cf}"
+        " --model-dir {input.model} --base {input.base}{params.embeddings}{params.cache} --grounding {input.grounding} --cf-dir {input.cf}"
         " --out {output.json} --maps {output.maps} > {log} 2>&1"

@@ -271,18 +271,26 @@ def open_store(folder: str | Path | None, model_params: dict[str, Any]) -> Embed
 
 
 def vision_trained(model_dir: str | Path | None) -> bool:
-    """Did ``nast train`` train the vision tower of ``model_dir`` (``train.train_vision`` and a
-    trained method, per its manifest.json and params_used.json)? Then the base model's image
-    embeddings are not this model's."""
+    """Did ``nast train`` train the vision tower of ``model_dir``? Its manifest.json says so
+    (``vision_trained``: ``train.train_vision`` true or naming the method); a folder written before
+    that field existed is read from its params_used.json (``train.train_vision: true``). Then the base
+    model's image embeddings are not this model's."""
     if not model_dir:
         return False
     folder = Path(model_dir)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not manifest.get("trained"):
+        return False
+    if "vision_trained" in manifest:
+        return bool(manifest["vision_trained"])
+    try:
         used = json.loads((folder / "params_used.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(manifest.get("trained")) and bool(used.get("train", {}).get("train_vision"))
+    return used.get("train", {}).get("train_vision") is True
 
 
 def store_for_model(folder: str | Path | None, model_params: dict[str, Any],

@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace, params: dict) -> int:
               + ([args.grounding] if args.grounding and (spec.lambda_ground > 0 or spec.lambda_dpo > 0) else []))
 
     manifest = {"method": spec.name, "base_method": spec.base, "trained": spec.train, "seed": seed,
-                "epochs": int(tp.epochs) if spec.train else 0, "base": params.model}
+                "epochs": int(tp.epochs) if spec.train else 0, "vision_trained": spec.vision, "base": params.model}
     if not spec.train:
         io.write_json(params_used(params, seed, keys_method(args.method, args.beta)), out / "params_used.json")
         io.write_json({**manifest, "files": ["params_used.json"]}, out / "manifest.json")
@@ -206,8 +206,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     from nast.models.embeddings import open_store
     from nast.models.image_cache import open_cache
 
-    store = None if tp.train_vision else open_store(args.embeddings, params.model)
-    gstore = None if tp.train_vision or ground is None else open_store(args.grounding_embeddings, params.model)
+    store = None if spec.vision else open_store(args.embeddings, params.model)
+    gstore = None if spec.vision or ground is None else open_store(args.grounding_embeddings, params.model)
     vl.use_image_cache(open_cache(args.image_cache))
     curve, finished = trainer.train(
         vl, spec, groups, tp, scales, scale_mode, out,

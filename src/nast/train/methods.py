@@ -18,6 +18,11 @@ dpo             yes      LoRA on all text blocks         0       CLIP + λ DPO  
 nast-dpo        yes      LoRA on all text blocks         β       CLIP + λ DPO  nast + the same term
 =============== ======== =============================== ======= ============ ===================
 
+The vision tower is frozen unless ``train.train_vision`` says otherwise: ``true`` trains it (all
+its parameters, at the method's learning rate) in every trained method, a list of method names
+in those methods only (``make demo-full``: ``[grounded, nast-grounded]``, whose grounding loss
+can only move the image side through it); the beta sweep counts as ``nast``.
+
 β = 0 gives α_l^0 = 1 for every layer (including α_l = 0), i.e. exactly uniform LoRA.
 ``train.lambda_image`` (default 0) adds the image direction of the claim loss
 (:func:`nast.train.losses.claim_image_loss`) to every method that trains the claim loss.
@@ -32,7 +37,7 @@ for "X" and the reverse for "no X"), scored against the frozen base model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from nast.config import params_file as _pf
@@ -63,13 +68,30 @@ class MethodSpec:
     dpo_beta: float = 0.0  # train.dpo_beta
     dpo_alpha: float = 0.0  # train.dpo_alpha
     lr: float = 5e-4
+    vision: bool = False  # the vision tower trains too (train.train_vision names this method, or is true)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def trains_vision(method: str, train_params: dict[str, Any]) -> bool:
+    """Does ``method`` (a METHODS name; the beta sweep is ``nast``) train the vision tower?
+    ``train.train_vision``: true = every trained method, false = none, a list = the methods named."""
+    tv = train_params["train_vision"]
+    if method == "zero_shot":
+        return False
+    if isinstance(tv, bool):
+        return tv
+    return method in tv
+
+
 def resolve_method(method: str, params: dict[str, Any], beta: str | float | None = None) -> MethodSpec:
     """The trainer settings of a method. ``beta`` (the --beta flag, as typed) only applies to nast."""
+    spec = _resolve(method, params, beta)
+    return replace(spec, vision=trains_vision(method, params["train"])) if spec.train else spec
+
+
+def _resolve(method: str, params: dict[str, Any], beta: str | float | None) -> MethodSpec:
     if method not in METHODS:
         raise StageError(f"{_pf()} / --method: unknown method {method!r} (choose from {', '.join(METHODS)})")
     tp = params["train"]

@@ -180,7 +180,7 @@ def apply_method(vl, spec: MethodSpec, train_params: dict[str, Any], lw: pl.Data
     if spec.full_ft:
         for p in vl.text_module().parameters():
             p.requires_grad_(True)
-    if train_params["train_vision"] and spec.train:
+    if spec.vision:
         for p in _vision_module(model).parameters():
             p.requires_grad_(True)
     return info
@@ -378,10 +378,10 @@ def train(
 
     # images: streamed; embedded once (or read from the store) when the vision tower is frozen
     paths = groups["image_path"].to_list()
-    train_vision = bool(train_params["train_vision"])
+    train_vision = spec.vision
     if train_vision and (embeddings is not None or grounding_embeddings is not None):
-        raise StageError("train.train_vision trains the vision tower on pixels: cached image embeddings "
-                         "(--embeddings) cannot be used")
+        raise StageError(f"train.train_vision: {spec.name} trains the vision tower on pixels: cached image "
+                         "embeddings (--embeddings) cannot be used")
     uniq_paths = sorted(set(paths))
     path_idx = {p: i for i, p in enumerate(uniq_paths)}
     row_img = torch.tensor([path_idx[p] for p in paths])
