@@ -273,6 +273,7 @@ class TrainParams(Section):
     composite_parts: int
     clip_caption: str
     train_vision: bool | list[str]
+    vision_lr: float
     topk_layers: int
     full_ft_lr: float
     num_threads: int

@@ -169,6 +169,21 @@ def test_train_vision_names_the_methods_whose_tower_trains(world, tmp_path):
     assert any(k.startswith("visual.") for k in keys["lora_uniform"])
     assert not any(k.startswith("visual.") for k in keys["topk_layers"])
 
+    # the tower trains at train.vision_lr, not the LoRA lr: a vanishing one leaves it at the base's weights
+    base = {f"visual.{k}": v for k, v in load_model(params["model"], device="cpu").model.visual.state_dict().items()}
+    moved = {}
+    for vlr in (1e-12, 1e-3):
+        pfile.write_text(yaml.safe_dump({**params, "train": {**params["train"], "train_vision": ["lora_uniform"],
+                                                             "vision_lr": vlr, "epochs": 1}}))
+        out = tmp_path / f"vlr{vlr}"
+        assert main(["train", "--params", str(pfile), "--method", "lora_uniform", "--cohort", f["cohort"],
+                     "--benchmark", f["benchmark"], "--contextual", f["contextual"], "--out", str(out)]) == 0
+        state = torch.load(out / "adapter.pt", map_location="cpu")
+        weights = [k for k in state if k in base and state[k].is_floating_point() and "running_" not in k]
+        moved[vlr] = max(float((state[k].float() - base[k].float()).abs().max()) for k in weights)
+        assert any("lora_" in k for k in state)
+    assert moved[1e-12] < 1e-8 < 1e-5 < moved[1e-3]
+
 
 def test_workers_give_the_same_batches(world):
     vl = load_model(world["params"]["model"], device="cpu")

@@ -19,7 +19,7 @@ nast-dpo        yes      LoRA on all text blocks         β       CLIP + λ DPO 
 =============== ======== =============================== ======= ============ ===================
 
 The vision tower is frozen unless ``train.train_vision`` says otherwise: ``true`` trains it (all
-its parameters, at the method's learning rate) in every trained method, a list of method names
+its parameters, at ``train.vision_lr``) in every trained method, a list of method names
 in those methods only (``make demo-full``: ``[grounded, nast-grounded]``, whose grounding loss
 can only move the image side through it); the beta sweep counts as ``nast``.
 
@@ -69,6 +69,7 @@ class MethodSpec:
     dpo_alpha: float = 0.0  # train.dpo_alpha
     lr: float = 5e-4
     vision: bool = False  # the vision tower trains too (train.train_vision names this method, or is true)
+    vision_lr: float = 0.0  # its learning rate (train.vision_lr) where it trains
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +89,9 @@ def trains_vision(method: str, train_params: dict[str, Any]) -> bool:
 def resolve_method(method: str, params: dict[str, Any], beta: str | float | None = None) -> MethodSpec:
     """The trainer settings of a method. ``beta`` (the --beta flag, as typed) only applies to nast."""
     spec = _resolve(method, params, beta)
-    return replace(spec, vision=trains_vision(method, params["train"])) if spec.train else spec
+    if not (spec.train and trains_vision(method, params["train"])):
+        return spec
+    return replace(spec, vision=True, vision_lr=float(params["train"]["vision_lr"]))
 
 
 def _resolve(method: str, params: dict[str, Any], beta: str | float | None) -> MethodSpec:

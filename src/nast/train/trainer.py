@@ -367,12 +367,18 @@ def train(
     trainable = [p for p in vl.model.parameters() if p.requires_grad]
     if not trainable:
         raise StageError(f"method {spec.name}: nothing to train")
+    # a trained vision tower has its own learning rate (train.vision_lr: all its parameters train)
+    in_vision = {id(p) for p in _vision_module(vl.model).parameters()} if spec.vision else set()
+    vision = [{"params": [p for p in trainable if id(p) in in_vision], "lr": spec.vision_lr}] if spec.vision else []
     if scale_mode == "lr":
         pg = [{"params": ps, "lr": spec.lr * scales[i]} for i, ps in blocks.items() if ps]
-        rest = [p for p in trainable if id(p) not in in_block]
+        rest = [p for p in trainable if id(p) not in in_block and id(p) not in in_vision]
         if rest:
             pg.append({"params": rest, "lr": spec.lr})
-        opt = torch.optim.AdamW(pg, lr=spec.lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(pg + vision, lr=spec.lr, weight_decay=0.0)
+    elif spec.vision:
+        opt = torch.optim.AdamW([{"params": [p for p in trainable if id(p) not in in_vision], "lr": spec.lr},
+                                 *vision], lr=spec.lr, weight_decay=0.0)
     else:
         opt = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
 
