@@ -96,3 +96,31 @@ def test_grounded_training_lowers_the_grounding_loss_and_resumes(world, tmp_path
     assert _train(world, "lora_uniform", tmp_path / "u") == 0
     wu = torch.load(tmp_path / "u" / "adapter.pt", weights_only=True)
     assert any(not torch.equal(wa[k], wu[k]) for k in wa)
+
+
+def test_grounded_with_its_tower_trained_resumes_to_the_same_weights(world, tmp_path):
+    """make demo-full's grounded (train.train_vision: [grounded]): killed after epoch 1 and rerun,
+    it ends with the uninterrupted run's weights, the vision tower's and its BatchNorm statistics
+    included (they live in the resume checkpoint too)."""
+    import yaml
+
+    from nast.models.families import package_config
+    from nast.models.testing import save_tiny_open_clip
+
+    g = _grounding_table(world, tmp_path)
+    # the demo's tower (an open_clip ModifiedResNet with BatchNorm layers), randomly initialised
+    model = save_tiny_open_clip(package_config("nast-tiny-clip"), tmp_path / "resnet")
+    params = {**world["params"], "model": {**world["params"]["model"], **model},
+              "train": {**world["params"]["train"], "train_vision": ["grounded"], "epochs": 2}}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    f = {**world["files"], "params": str(pfile)}
+    w = {**world, "files": f}
+    assert _train(w, "grounded", tmp_path / "a", g) == 0
+    assert _train(w, "grounded", tmp_path / "b", g, ["--stop-after-epoch", "1"]) == 3
+    assert _train(w, "grounded", tmp_path / "b", g) == 0
+    wa = torch.load(tmp_path / "a" / "adapter.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b" / "adapter.pt", weights_only=True)
+    assert any(k.startswith("visual.") for k in wa) and any("running_var" in k for k in wa)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["vision_trained"] is True
