@@ -213,3 +213,31 @@ def json_safe(obj):
     if isinstance(obj, float) and obj != obj:
         return None
     return obj
+
+
+def method_files(folder: str | Path, methods: list[str] | None, what: str) -> list[Path]:
+    """The ``{method}.json`` files of ``folder`` that ``nast report`` reads: those of ``methods`` (the
+    DAG's list; a missing one is an error naming it), or every JSON there when ``methods`` is None.
+    Only the named ones: a stale JSON of a method no longer in the list (or a copy kept beside the
+    DAG's) must not enter the tables."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StageError(f"{what} folder not found: {folder}")
+    if methods is None:
+        return sorted(folder.glob("*.json"))
+    if len(set(methods)) != len(methods):
+        raise StageError(f"--methods names a method twice: {methods}")
+    paths = [folder / f"{m}.json" for m in methods]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise StageError(f"{what} JSON not found for --methods: {', '.join(missing)}")
+    return paths
+
+
+def check_method_name(path: Path, data: dict[str, Any]) -> None:
+    """A JSON's ``method`` must be its file's name (``nast evaluate --method M --out .../M.json``): a
+    copied or renamed file would otherwise enter the tables as a second row of the same method, and
+    the paired tables would take whichever came last as the reference."""
+    if data["method"] != path.stem:
+        raise StageError(f"{path}: says method '{data['method']}' but is named '{path.stem}'; each method's "
+                         "JSON is {method}.json (a copy or a renamed file would be counted as that method)")

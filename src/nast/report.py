@@ -54,12 +54,11 @@ def method_key(name: str) -> tuple:
     return (ORDER.index(name) if name in ORDER else len(ORDER) + 1, 0.0, name)
 
 
-def load_evals(eval_dir: str | Path) -> list[dict[str, Any]]:
-    eval_dir = Path(eval_dir)
-    if not eval_dir.is_dir():
-        raise StageError(f"eval folder not found: {eval_dir}")
+def load_evals(eval_dir: str | Path, methods: list[str] | None = None) -> list[dict[str, Any]]:
+    """The evaluation JSONs of ``methods`` in ``eval_dir`` (every JSON there when None), in
+    :func:`method_key` order."""
     out = []
-    for path in sorted(eval_dir.glob("*.json")):
+    for path in io.method_files(eval_dir, methods, "eval"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -69,6 +68,7 @@ def load_evals(eval_dir: str | Path) -> list[dict[str, Any]]:
         for key in ("method", *HEADLINE):
             if key not in data:
                 raise StageError(f"{path}: missing key '{key}'")
+        io.check_method_name(path, data)
         out.append(data)
     if not out:
         raise StageError(f"no evaluation JSON in {eval_dir}")
@@ -181,11 +181,12 @@ def to_markdown(df: pl.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_curves(models_dir: str | Path) -> dict[str, pl.DataFrame]:
-    out = {}
-    for path in sorted(Path(models_dir).glob("*/curve.csv")):
-        out[path.parent.name] = pl.read_csv(path)
-    return out
+def read_curves(models_dir: str | Path, methods: list[str] | None = None) -> dict[str, pl.DataFrame]:
+    """``models/{method}/curve.csv`` of ``methods`` that have one (zero_shot trains nothing), or of
+    every model folder when None."""
+    paths = (sorted(Path(models_dir).glob("*/curve.csv")) if methods is None
+             else [p for p in (Path(models_dir) / m / "curve.csv" for m in methods) if p.is_file()])
+    return {path.parent.name: pl.read_csv(path) for path in paths}
 
 
 # ------------------------------------------------------------------------------- plots
@@ -326,12 +327,12 @@ def build(evals: list[dict[str, Any]], curves: dict[str, pl.DataFrame], out: Pat
 
 
 def build_grounding(grounding_dir: Path, table: Path | None, out: Path, plots: Path, n_boot: int = 1000,
-                    seed: int = 0) -> dict[str, Path]:
+                    seed: int = 0, methods: list[str] | None = None) -> dict[str, Path]:
     """grounding.csv/.md, paired_grounding.csv, attribution.csv/.md and the example picture
     (:mod:`nast.grounding.tables`); n_boot/seed: the paired bootstrap."""
     from nast.grounding import tables as T
 
-    evals = T.load(grounding_dir, method_key)
+    evals = T.load(grounding_dir, method_key, methods)
     grounding, attribution = T.grounding_table(evals), T.attribution_table(evals)
     paired = T.paired_table(evals, n_boot, seed)
     files: dict[str, Path] = {}

@@ -141,3 +141,29 @@ def test_unpaired_methods_are_named_in_a_warning(tables, tmp_path, caplog):
         build(evals, {}, tmp_path / "t", tmp_path / "p", n_boot=10, seed=0)
     for m in ("nast-beta0.5", "nast-beta2.0", "nast-beta10.0"):
         assert f"{m} has no per-question hits" in caplog.text
+
+
+def test_only_the_named_methods_enter_the_tables(tmp_path):
+    """The DAG passes its methods: a stale JSON of a dropped method, or a copy of lora_uniform's
+    kept beside it (another seed), stays out of the tables and cannot become the paired reference."""
+    from nast.errors import StageError
+
+    d = tmp_path / "eval"
+    d.mkdir()
+    for e in EVALS:
+        (d / f"{e['method']}.json").write_text(json.dumps(e))
+    other_seed = _eval("lora_uniform", "0000", "0000", claim=0.1, foil={"polarity": 0.1})
+    (d / "lora_uniform-s1.json").write_text(json.dumps(other_seed))       # a copy: says lora_uniform
+    (d / "full_ft.json").write_text(json.dumps(_eval("full_ft", "1111", "1111", claim=0.9, foil={})))  # dropped
+    named = ["zero_shot", "lora_uniform", "nast"]
+    evals = load_evals(d, named)
+    assert [e["method"] for e in evals] == named
+    build(evals, {}, tmp_path / "tables", tmp_path / "plots", n_boot=200, seed=0)
+    assert pl.read_csv(tmp_path / "tables" / "summary.csv")["method"].to_list() == named
+    paired = pl.read_csv(tmp_path / "tables" / "paired.csv")
+    row = paired.filter(method="nast", reference="lora_uniform").row(0, named=True)
+    assert row["negated_diff"] == pytest.approx(0.25)                       # 1110 - 1100, not 1110 - 0000
+    with pytest.raises(StageError, match="lora_uniform-s1.json: says method 'lora_uniform'"):
+        load_evals(d)                                                       # no list: every JSON, each named after its method
+    with pytest.raises(StageError, match=r"not found for --methods: .*dpo\.json"):
+        load_evals(d, [*named, "dpo"])

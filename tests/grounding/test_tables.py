@@ -54,3 +54,19 @@ def test_tables_and_paired_differences(tmp_path):
     files = build_grounding(d, None, tmp_path / "tables", tmp_path / "plots", n_boot=50)
     assert {"grounding.csv", "paired_grounding.csv", "attribution.csv", "grounding.md"} <= set(files)
     assert "Paired differences" in (tmp_path / "tables" / "grounding.md").read_text()
+
+
+def test_only_the_named_methods_are_loaded(tmp_path):
+    from nast.errors import StageError
+
+    d = tmp_path / "grounding"
+    d.mkdir()
+    for e in (entry("zero_shot", 0.5, "0101"), entry("lora_uniform", 0.75, "1101"), entry("nast", 1.0, "1111")):
+        (d / f"{e['method']}.json").write_text(json.dumps(e))
+    (d / "lora_uniform-s1.json").write_text(json.dumps(entry("lora_uniform", 0.0, "0000")))
+    loaded = T.load(d, method_key, ["zero_shot", "lora_uniform", "nast"])
+    assert [e["method"] for e in loaded] == ["zero_shot", "lora_uniform", "nast"]
+    p = T.paired_table(loaded, n_boot=50, seed=0)
+    assert p.filter(method="nast", baseline="lora_uniform", metric="cf_pos_acc")["diff"][0] == pytest.approx(0.25)
+    with pytest.raises(StageError, match="says method 'lora_uniform' but is named 'lora_uniform-s1'"):
+        T.load(d, method_key)

@@ -27,6 +27,8 @@ rule report:
         eval_dir=lambda wc, input: os.path.dirname(input.evals[0]),
         models_dir=lambda wc, input: os.path.dirname(input.models[0]),
         cte_dir=CTE_DIR,
+        # only these methods' JSONs and curves: a stale file of a dropped method stays out
+        methods=" ".join(METHODS + SWEEP),
         grounding=(
             f" --grounding-dir {GROUNDING_DIR} --grounding-table {GROUNDING}" if GROUNDING_ON else ""
         ),
@@ -37,6 +39,6 @@ rule report:
     resources:
         **cpu_resources(),
     shell:
-        "nast report --params {params.file} --eval-dir {params.eval_dir} --out {output.tables}"
+        "nast report --params {params.file} --eval-dir {params.eval_dir} --methods {params.methods} --out {output.tables}"
         " --plots {output.plots} --models-dir {params.models_dir} --cte-dir {params.cte_dir}"
         "{params.grounding} > {log} 2>&1"

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from nast.errors import StageError
+from nast.io import check_method_name, method_files
 
 ACC = ("cf_pos_acc", "cf_neg_acc", "ctrl_pos_acc", "ctrl_neg_acc", "cf_pref_acc", "ctrl_pref_acc")
 REQUIRED = ("method", *ACC[:4], "loc_iou", "pointing_game", "n_pairs", "attribution")
@@ -31,16 +32,20 @@ def _f(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def load(grounding_dir: str | Path, order) -> list[dict[str, Any]]:
+def load(grounding_dir: str | Path, order, methods: list[str] | None = None) -> list[dict[str, Any]]:
+    """The grounding JSONs of ``methods`` in ``grounding_dir`` (every JSON there when None), sorted
+    by ``order``; each must be named after its ``method`` (:func:`nast.io.check_method_name`)."""
     d = Path(grounding_dir)
-    if not d.is_dir():
-        raise StageError(f"grounding folder not found: {d}")
     out = []
-    for path in sorted(d.glob("*.json")):
-        data = json.loads(path.read_text())
+    for path in method_files(d, methods, "grounding"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StageError(f"{path}: not a readable grounding JSON (truncated or corrupt?): {exc}") from None
         for key in REQUIRED:
             if key not in data:
                 raise StageError(f"{path}: missing key '{key}'")
+        check_method_name(path, data)
         out.append(data)
     if not out:
         raise StageError(f"no grounding JSON in {d}")

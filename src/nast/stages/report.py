@@ -21,6 +21,10 @@ PARAMS_KEYS = ("evaluate.bootstrap", "evaluate.seed", "data.source")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-dir", required=True, help="folder of reports/eval/{method}.json")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="M",
+                        help="the methods to tabulate: {eval-dir}/M.json, {grounding-dir}/M.json and "
+                             "{models-dir}/M/curve.csv of these only (the DAG passes its methods and the "
+                             "beta sweep; default: every JSON in --eval-dir)")
     parser.add_argument("--out", required=True, help="tables folder, e.g. reports/tables")
     parser.add_argument("--plots", required=True, help="plots folder, e.g. reports/plots")
     parser.add_argument("--models-dir", default="models", help="trained models (for */curve.csv; default: models)")
@@ -37,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> int:
     from nast import tracking
 
-    evals = load_evals(args.eval_dir)
-    curves = read_curves(args.models_dir)
+    evals = load_evals(args.eval_dir, args.methods)
+    curves = read_curves(args.models_dir, args.methods)
     files = build(evals, curves, Path(args.out), Path(args.plots), n_boot=int(params.evaluate.bootstrap),
                   seed=int(params.evaluate.seed))
     log.info("report: %d methods, %d training curves -> %s, %s", len(evals), len(curves), args.out, args.plots)
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace, params: dict) -> int:
         files.update(build_grounding(Path(args.grounding_dir),
                                      Path(args.grounding_table) if args.grounding_table else None,
                                      Path(args.out), Path(args.plots), n_boot=int(params.evaluate.bootstrap),
-                                     seed=int(params.evaluate.seed)))
+                                     seed=int(params.evaluate.seed), methods=args.methods))
         log.info("report: grounding tables -> %s", args.out)
     flat = {}
     for e in evals:
