@@ -164,6 +164,6 @@ def test_only_the_named_methods_enter_the_tables(tmp_path):
     row = paired.filter(method="nast", reference="lora_uniform").row(0, named=True)
     assert row["negated_diff"] == pytest.approx(0.25)                       # 1110 - 1100, not 1110 - 0000
     with pytest.raises(StageError, match="lora_uniform-s1.json: says method 'lora_uniform'"):
-        load_evals(d)                                                       # no list: every JSON, each named after its method
+        load_evals(d)  # no list: every JSON, each named after its method
     with pytest.raises(StageError, match=r"not found for --methods: .*dpo\.json"):
         load_evals(d, [*named, "dpo"])
