@@ -111,16 +111,25 @@ def grounded_train_inputs(wc):
     nothing (the images as the base model's embeddings, or as pixels when the tower trains)."""
     if not reads_grounding(wc.method):
         return {}
-    images = {} if train_pixels(wc.method) else dict(grounding_embeddings=GROUNDING_EMBEDDINGS)
-    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF, **images)
+    return dict(grounding=GROUNDING, grounding_cf=GROUNDING_CF, **grounding_store_input(wc.method))
 
 
 def grounded_train_args(method):
     """The command-line arguments naming :func:`grounded_train_inputs`."""
     if not reads_grounding(method):
         return ""
-    images = "" if train_pixels(method) else f" --grounding-embeddings {GROUNDING_EMBEDDINGS}"
-    return f" --grounding {GROUNDING}{images}"
+    return f" --grounding {GROUNDING}{grounding_store_arg(method, '--grounding-embeddings')}"
+
+
+def grounding_store_input(method):
+    """The base model's embeddings of the grounding pairs' images as an input of a job of
+    ``method`` (unpack), or nothing when its vision tower trains (it reads pixels)."""
+    return {} if train_pixels(method) else dict(grounding_embeddings=GROUNDING_EMBEDDINGS)
+
+
+def grounding_store_arg(method, flag="--embeddings"):
+    """The command-line argument naming :func:`grounding_store_input` ("" when the tower trains)."""
+    return "" if train_pixels(method) else f" {flag} {GROUNDING_EMBEDDINGS}"
 
 
 def grounding_inputs():

@@ -3,7 +3,7 @@
 # method and every beta of the sweep -> reports/grounding/{M}.json (+ example maps .npz).
 rule evaluate_grounding:
     input:
-        unpack(lambda wc: {} if train_pixels(wc.method) else dict(embeddings=GROUNDING_EMBEDDINGS)),
+        unpack(lambda wc: grounding_store_input(wc.method)),
         code=code("evaluate-grounding"),
         model="models/{method}",
         base=base_model(),
@@ -16,7 +16,7 @@ rule evaluate_grounding:
     params:
         file=PARAMS,
         cache=image_cache_arg(),
-        embeddings=lambda wc: "" if train_pixels(wc.method) else f" --embeddings {GROUNDING_EMBEDDINGS}",
+        embeddings=lambda wc: grounding_store_arg(wc.method),
         cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/{{method}}.log",
@@ -36,7 +36,7 @@ rule evaluate_grounding_sweep:
         code=code("evaluate-grounding"),
         model="models/nast-beta{beta}",
         base=base_model(),
-        **({} if train_pixels("nast") else dict(embeddings=GROUNDING_EMBEDDINGS)),
+        **grounding_store_input("nast"),
         **image_cache_input(),
         grounding=GROUNDING,
         cf=GROUNDING_CF,
@@ -46,7 +46,7 @@ rule evaluate_grounding_sweep:
     params:
         file=PARAMS,
         cache=image_cache_arg(),
-        embeddings="" if train_pixels("nast") else f" --embeddings {GROUNDING_EMBEDDINGS}",
+        embeddings=grounding_store_arg("nast"),
         cfg=cfg_params(*declared("evaluate-grounding")),
     log:
         f"{LOGS}/evaluate_grounding/nast-beta{{beta}}.log",

@@ -375,12 +375,9 @@ def train(
         rest = [p for p in trainable if id(p) not in in_block and id(p) not in in_vision]
         if rest:
             pg.append({"params": rest, "lr": spec.lr})
-        opt = torch.optim.AdamW(pg + vision, lr=spec.lr, weight_decay=0.0)
-    elif spec.vision:
-        opt = torch.optim.AdamW([{"params": [p for p in trainable if id(p) not in in_vision], "lr": spec.lr},
-                                 *vision], lr=spec.lr, weight_decay=0.0)
     else:
-        opt = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
+        pg = [{"params": [p for p in trainable if id(p) not in in_vision], "lr": spec.lr}]
+    opt = torch.optim.AdamW(pg + vision, lr=spec.lr, weight_decay=0.0)
 
     # images: streamed; embedded once (or read from the store) when the vision tower is frozen
     paths = groups["image_path"].to_list()
