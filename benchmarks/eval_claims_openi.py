@@ -24,9 +24,12 @@ plain literals) with a negation word list — a mention is negative when "no", "
 "negative for" or "free of" occurs earlier in its sentence, else positive.
 
 Split (all dev uids are even): ``uid % 4 == 0`` = tuning half (rules were tuned on it),
-``uid % 4 == 2`` = held-out half (reported). Usage::
+``uid % 4 == 2`` = held-out half (reported through round 3). From round 4 the held-out half is cut in
+two: ``uid % 8 == 2`` (``heldout-a``, read for tuning from round 4 on) and ``uid % 8 == 6``
+(``heldout-b``, still never read). Usage::
 
-    .venv/bin/python benchmarks/eval_claims_openi.py [--csv PATH] [--split heldout|tune|all] [--json OUT] [--no-label]
+    .venv/bin/python benchmarks/eval_claims_openi.py [--csv PATH] [--split heldout|heldout-a|heldout-b|tune|all]
+        [--json OUT] [--no-label]
 """
 
 from __future__ import annotations
@@ -136,6 +139,10 @@ def split_frame(df: pl.DataFrame, split: str) -> pl.DataFrame:
         return df.filter(uid % 4 == 0)
     if split == "heldout":
         return df.filter(uid % 4 == 2)
+    if split == "heldout-a":
+        return df.filter(uid % 8 == 2)
+    if split == "heldout-b":
+        return df.filter(uid % 8 == 6)
     return df
 
 
@@ -345,7 +352,7 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="Open-i report CSV (indiana_reports layout)")
-    ap.add_argument("--split", choices=["heldout", "tune", "all"], default="heldout")
+    ap.add_argument("--split", choices=["heldout", "heldout-a", "heldout-b", "tune", "all"], default="heldout")
     ap.add_argument("--json", type=Path, default=None, help="also write the full result as JSON")
     ap.add_argument("--no-label", action="store_true", help="skip the nast label agreement")
     ap.add_argument("--precedence", default=None, help="nast label --precedence (default: the label default)")

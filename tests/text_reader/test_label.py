@@ -22,7 +22,7 @@ HAND_LABELLED = {
     "r1": ("Small left pleural effusion. No pneumothorax.", "Possible pneumonia.",
            {"Pleural Effusion": 1, "Pneumothorax": 0, "Pneumonia": -1}),
     # positive beats uncertain across sentences and sections (CheXpert's aggregation, the default)
-    "r2": ("Right lower lobe pneumonia.", "Pneumonia versus atelectasis.",
+    "r2": ("Right lower lobe pneumonia.", "Possible pneumonia or atelectasis.",
            {"Pneumonia": 1, "Atelectasis": -1}),
     # positive beats negative
     "r3": ("No effusion on the left.", "Small right pleural effusion.", {"Pleural Effusion": 1}),

@@ -69,7 +69,8 @@ CASES = {
     "hedge": [
         ("Right basilar opacity may represent atelectasis or pneumonia.",
          {"Lung Opacity": "present", "Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
-        ("Atelectasis versus pneumonia in the left base.", {"Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
+        ("Question atelectasis versus pneumonia in the left base.",
+         {"Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
         ("Pneumonia cannot be excluded.", {"Pneumonia": "uncertain"}),
         ("Cannot exclude a small left pleural effusion.", {"Pleural Effusion": "uncertain"}),
         ("Possible small right pneumothorax.", {"Pneumothorax": "uncertain"}),
@@ -605,9 +606,10 @@ ROUND3_CASES = {
         ("It is unclear if there is a small left effusion.", {"Pleural Effusion": "uncertain"}),
         ("Small left effusion. It is unclear whether there has been interval change.", {"Pleural Effusion": "present"}),
     ],
-    # CheXpert pneumonia.txt: "infectious"; a prior granulomatous infectious disease stays a look-alike
+    # CheXpert pneumonia.txt: "infectious"; a prior granulomatous infectious disease stays a look-alike.
+    # Round 4: an infection that is not named pneumonia is an uncertain Pneumonia at most (ROUND4_CASES)
     "infectious": [
-        ("Right lower lobe opacity, likely infectious.", {"Pneumonia": "present", "Lung Opacity": "present"}),
+        ("Right lower lobe opacity, likely infectious.", {"Pneumonia": "uncertain", "Lung Opacity": "present"}),
         ("Differential includes infectious and inflammatory etiologies.", {"Pneumonia": "uncertain"}),
         ("No definite infectious infiltrate is seen.", {"Pneumonia": "absent"}),
         ("Sequela of prior granulomatous infectious disease.", {"Pneumonia": None}),
@@ -643,6 +645,119 @@ ROUND3_PATTERNS = {
 @pytest.mark.parametrize("kind,literal", [(kind, literal) for kind, literals in ROUND3_PATTERNS.items()
                                           for literal in literals])
 def test_round3_patterns_are_guarded(kind, literal):
+    import re
+
+    rows = {"modifiers": polarity.modifier_rows, "targets": polarity.target_rows}[kind]()
+    (row,) = [r for r in rows if r["literal"] == literal and r["pattern"]]
+    assert polarity.first_char_guard(re.compile(row["pattern"], re.I)).pattern.startswith("(?=["), literal
+
+
+# Issue 17, round 4 (tune half + held-out quarter A, docs/RESULTS.md "round 4")
+ROUND4_CASES = {
+    # a bare "A versus B" names the alternatives for what is seen: MeSH codes each as present (20 of 20
+    # bare ones on tune + held-out A); CheXpert's conj:versus would make both uncertain. Another hedge
+    # in the sentence still makes them uncertain, and the side reaches both alternatives
+    "versus": [
+        ("Bibasilar atelectasis versus scarring.", {"Atelectasis": "present"}),
+        ("Streaky right lower lobe infiltrate versus atelectasis.",
+         {"Lung Opacity": "present", "Atelectasis": "present"}),
+        ("Small left pleural effusion vs. pleural thickening.",
+         {"Pleural Effusion": "present", "Pleural Other": "present"}),
+        ("Question left basilar atelectasis versus infiltrate.", {"Atelectasis": "uncertain"}),
+        ("Right lower lobe opacity may represent focal infiltrate versus atelectasis.", {"Atelectasis": "uncertain"}),
+        ("Blunting of the right costophrenic sulcus could be secondary to a small effusion versus scarring.",
+         {"Pleural Effusion": "uncertain"}),
+        ("No effusion versus prior study.", {"Pleural Effusion": "absent"}),
+    ],
+    # a differential diagnosis lists possibilities (CheXpert: "differential diagnosis includes")
+    "differential": [
+        ("Abnormal interstitial pattern with a differential diagnosis including chronic lung disease and "
+         "atypical pulmonary edema.", {"Edema": "uncertain"}),
+        ("Differential considerations include interstitial edema.", {"Edema": "uncertain"}),
+        ("Mild pulmonary edema.", {"Edema": "present"}),
+    ],
+    # what comes after "rather than" (Open-i masks the word: "XXXX than") is not read as present
+    "than": [
+        ("This most likely represents degenerative spurring XXXX than metastasis.", {"Lung Lesion": "uncertain"}),
+        ("Right paratracheal stripe is denser XXXX than normal.", {"Lung Lesion": None}),
+    ],
+    # MeSH codes an enlarged cardiomediastinal silhouette as an enlarged cardiac shadow (6 of 6 on tune + A),
+    # as a normal one already denied both
+    "cardiomediastinal": [
+        ("Stable enlarged cardiomediastinal silhouette.",
+         {"Cardiomegaly": "present", "Enlarged Cardiomediastinum": "present"}),
+        ("The cardiomediastinal silhouette is significantly enlarged.", {"Cardiomegaly": "present"}),
+        ("Stable, nonenlarged cardiomediastinal silhouette.", {"Cardiomegaly": None}),
+        ("Non-enlarged cardiomediastinal silhouette.", {"Cardiomegaly": None}),
+        ("The mediastinum is widened.", {"Cardiomegaly": None, "Enlarged Cardiomediastinum": "present"}),
+    ],
+    # "not definitely / clearly seen" leaves the finding in doubt (CheXpert: "not clearly seen")
+    "not-definitely-seen": [
+        ("The pulmonary nodules on the previous exam are not definitely seen.", {"Lung Lesion": "uncertain"}),
+        ("A pneumothorax is not seen.", {"Pneumothorax": "absent"}),
+    ],
+    # a shunt catheter crossing the chest is a device (MeSH: Catheters, Indwelling; 3 of 4 tune + A)
+    "shunt": [
+        ("VP shunt tubing noted.", {"Support Devices": "present"}),
+        ("Shunt tubing courses along the anterior left hemithorax.", {"Support Devices": "present"}),
+        ("TIPS shunt visualized.", {"Support Devices": None}),
+    ],
+    # an infection that is not named pneumonia is an uncertain Pneumonia at most (MeSH codes none of the
+    # tune + A ones as Pneumonia; CheXpert's pneumonia.txt reads them as positive); it does not make a
+    # named pneumonia in its sentence uncertain
+    "infection": [
+        ("Interstitial opacities most consistent with atypical infectious process.", {"Pneumonia": "uncertain"}),
+        ("Acute onset right basal chest infection.", {"Pneumonia": "uncertain"}),
+        ("Right lower lobe pneumonia, an infectious process.", {"Pneumonia": "present"}),
+        ("No evidence of infection.", {"Pneumonia": "absent"}),
+    ],
+}
+
+
+@pytest.mark.parametrize("text,expected", _params(ROUND4_CASES))
+def test_round4_versus_differential_and_infection(nlp, text, expected):
+    assert check(text, list(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    "text,finding,location",
+    [
+        # a plural lobe or lung zone without a side word is on both sides (as "bases" and "apices" are)
+        ("Interstitial opacities in the lower lobes.", "Lung Opacity", "bilateral lower"),
+        ("Nodular opacities in the upper lobes.", "Lung Opacity", "bilateral upper"),
+        ("Patchy opacities throughout the lungs.", "Lung Opacity", "bilateral"),
+        ("Right lower lobe opacity.", "Lung Opacity", "right lower"),
+        ("Increased interstitial markings in the lower lungs, edema versus chronic interstitial changes.", "Edema",
+         "bilateral lower"),
+        ("Left lower lobe atelectasis versus infiltrate.", "Atelectasis", "left lower"),
+    ],
+)
+def test_round4_sides_of_plural_zones_and_versus(nlp, text, finding, location):
+    mentions = [m for m in extract_mentions(text) if m.finding == finding]
+    assert mentions, text
+    assert {m.location for m in mentions} == {location}, text
+
+
+def test_round4_versus_carries_the_side_to_the_second_alternative(nlp):
+    (opacity,) = [m for m in extract_mentions("Left lower lobe atelectasis versus infiltrate.")
+                  if m.finding == "Lung Opacity"]
+    assert opacity.polarity == "positive" and opacity.location.split(" ")[0] == "left"
+
+
+def test_hedged_target_rows_are_only_the_infection_words():
+    rows = [r["literal"] for r in polarity.target_rows() if r["polarity"] == "hedged"]
+    assert rows == ["infection", "infectious process", "infectious"]
+
+
+ROUND4_PATTERNS = {
+    "modifiers": ("possible", "and", "bilateral", "upper lobes", "lower lobes", "mid lungs", "not definitely seen"),
+    "targets": ("shunt tubing", "enlarged cardiomediastinal silhouette", "mediastinum enlarged"),
+}
+
+
+@pytest.mark.parametrize("kind,literal", [(kind, literal) for kind, literals in ROUND4_PATTERNS.items()
+                                          for literal in literals])
+def test_round4_patterns_are_guarded(kind, literal):
     import re
 
     rows = {"modifiers": polarity.modifier_rows, "targets": polarity.target_rows}[kind]()

@@ -14,7 +14,10 @@ Method
    look-alike swallows the finding word and is then ignored. ``pattern`` (optional) is a regular
    expression used instead of the literal. ``polarity = negative`` marks *affirmative-normal* phrases
    ("heart size is normal", "costophrenic angles are sharp", "lungs are clear") that state a finding
-   is absent without any negation word.
+   is absent without any negation word. ``polarity = hedged`` marks words that suggest a finding
+   without naming it ("infection", "infectious process": CheXpert reads them as Pneumonia, Open-i's
+   manual MeSH never codes them so): such a mention is uncertain at most (negated stays negative), and
+   it does not make a named mention of the finding in its sentence uncertain.
 3. **Modifiers** — medspaCy ``ConText`` with the rules of ``data/modifiers.csv`` only (medspaCy's
    general clinical defaults are *not* loaded: several of them misfire on radiology text). Categories:
 
@@ -24,19 +27,24 @@ Method
    - ``PSEUDO`` rules (direction ``PSEUDO``) for phrases that contain a negation word but do not negate
      ("no change in the small left effusion", "not well seen"); ConText keeps the longest cue, so the
      pseudo-negation hides the "no" inside it.
-   - ``POSSIBLE_EXISTENCE`` hedges ("may represent", "versus", "cannot exclude", "possible",
-     "suspicious for") → uncertain. "likely"/"probable"/"consistent with" are *not* hedges here: the
-     radiologist commits to the finding (and Open-i's manual MeSH codes them as present).
+   - ``POSSIBLE_EXISTENCE`` hedges ("may represent", "cannot exclude", "possible", "suspicious for",
+     "differential diagnosis including") → uncertain. "likely"/"probable"/"consistent with" are *not*
+     hedges here: the radiologist commits to the finding (and Open-i's manual MeSH codes them as
+     present). Nor is a bare "A versus B" ("bibasilar atelectasis versus scarring"): it names the
+     alternatives for what is seen, and MeSH codes each as present; CheXpert's ``conj:versus`` makes
+     both uncertain. "versus" is a coordination here, so another hedge in the sentence ("question A
+     versus B", "may represent A versus B") still makes both uncertain.
    - ``HYPOTHETICAL`` ("rule out", "evaluate for", "recommend") → uncertain; ``HISTORICAL``
      ("history of") and ``FAMILY`` mentions are dropped (not a claim about this image).
    - ``TERMINATE`` ("but", "however", "which", "there is", "stable", ";") ends any cue's scope:
      "no effusion, but there is consolidation".
    - ``LATERALITY``, ``ZONE``, ``SEVERITY`` carry a ``norm`` value; they are bidirectional with a
      small window, ``max_targets = 1`` (each word attaches to the nearest finding only) and
-     ``terminated_by = CONJUNCTION`` (a PSEUDO rule for "and", "or", "with", ","), so in "right upper
-     lobe opacity and small left effusion" "small" and "left" cannot reach back to the opacity.
+     ``terminated_by = CONJUNCTION`` (a PSEUDO rule for "and", "or", "with", "versus", ","), so in
+     "right upper lobe opacity and small left effusion" "small" and "left" cannot reach back to the
+     opacity.
 
-   Polarity of a mention: fixed by the target row when given; else negated → ``negative``, else
+   Polarity of a mention: ``negative`` when the target row says so; else negated → ``negative``, else
    hedged/hypothetical → ``uncertain``, else ``positive``. Negation wins over a hedge inside its scope
    ("no definite consolidation" is negative) except that the dedicated "cannot exclude" cues are
    themselves hedges.
@@ -52,7 +60,8 @@ Method
      with", "compatible with", "may represent", "due to"...) lies between them ("left lower lobe
      atelectasis infiltrate and effusion", "blunting of the right costophrenic angle, consistent
      with a small effusion"); :func:`side_link`. A plural pleural finding without a side word
-     ("small effusions") is bilateral, and so are "lung bases" and "apices" (``data/modifiers.csv``);
+     ("small effusions") is bilateral, and so are "lung bases", "apices", plural lobes or zones ("in the
+     lower lobes", "upper lungs") and "throughout the lungs" (``data/modifiers.csv``);
    - a side word ConText could not attach still reaches a lateral finding without a side
      (:func:`_resolve_sides`): the side word before it across a short gap ("chronic right middle
      lobe scar and atelectasis", "in the left lower lobe there is airspace disease"), a location
@@ -105,8 +114,8 @@ def target_rows() -> tuple[dict[str, str], ...]:
         for name in row["finding"].split("|"):
             if name != LOOKALIKE and name not in CONDITIONS:
                 raise ValueError(f"{TARGETS_CSV}: unknown finding {name!r} (literal {row['literal']!r})")
-        if row["polarity"] not in ("", "negative"):
-            raise ValueError(f"{TARGETS_CSV}: polarity must be empty or 'negative': {row}")
+        if row["polarity"] not in ("", "negative", "hedged"):
+            raise ValueError(f"{TARGETS_CSV}: polarity must be empty, 'negative' or 'hedged': {row}")
     return tuple(rows)
 
 
@@ -550,12 +559,13 @@ def mentions_from_doc(doc) -> list[Mention]:
         if "HISTORICAL" in cats or "FAMILY" in cats:
             recs.append({"ent": ent, "lookalike": True})
             continue
-        fixed = (ent._.target_rule.metadata or {}).get("polarity") if ent._.target_rule else None
+        row_polarity = (ent._.target_rule.metadata or {}).get("polarity") if ent._.target_rule else None
+        fixed = row_polarity == "negative"
         if fixed:
-            polarity = fixed
+            polarity = "negative"
         elif "NEGATED_EXISTENCE" in cats:
             polarity = "negative"
-        elif "POSSIBLE_EXISTENCE" in cats or "HYPOTHETICAL" in cats:
+        elif "POSSIBLE_EXISTENCE" in cats or "HYPOTHETICAL" in cats or row_polarity == "hedged":
             polarity = "uncertain"
         else:
             polarity = "positive"
@@ -570,13 +580,14 @@ def mentions_from_doc(doc) -> list[Mention]:
             attrs["LATERALITY"] = "bilateral"  # "small effusions": one on each side
         sent = ent.sent
         recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
-                     "fixed": bool(fixed), "attrs": attrs, "sent": sent.start_char if sent is not None else -1,
+                     "fixed": fixed, "weak": row_polarity == "hedged", "attrs": attrs,
+                     "sent": sent.start_char if sent is not None else -1,
                      "sent_end": sent.end_char if sent is not None else len(doc.text),
                      "evidence": sent.text.strip() if sent is not None else ent.text, "side_after": side_after})
 
     # one polarity per finding and sentence
     hedged = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "uncertain"
-              for f in r["findings"]}
+              and not r["weak"] for f in r["findings"]}
     seen = {(r["sent"], f) for r in recs if not r["lookalike"] and r["polarity"] == "positive" for f in r["findings"]}
     # a side travels along a link (left to right, so it passes along a list); then the side words
     # ConText could not attach (_resolve_sides), and the chain again from the sides these gave
