@@ -654,8 +654,8 @@ def test_round3_patterns_are_guarded(kind, literal):
 
 # Issue 17, round 4 (tune half + held-out quarter A, docs/RESULTS.md "round 4")
 ROUND4_CASES = {
-    # a bare "A versus B" names the alternatives for what is seen: MeSH codes each as present (20 of 20
-    # bare ones on tune + held-out A); CheXpert's conj:versus would make both uncertain. Another hedge
+    # a bare "A versus B" names the alternatives for what is seen: MeSH codes each as present (20 of the 21
+    # tune + held-out A reports with one); CheXpert's conj:versus would make both uncertain. Another hedge
     # in the sentence still makes them uncertain, and the side reaches both alternatives
     "versus": [
         ("Bibasilar atelectasis versus scarring.", {"Atelectasis": "present"}),
