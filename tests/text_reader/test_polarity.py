@@ -309,6 +309,12 @@ POLARITY_CASES = {
     "seen-lesion": [
         ("Right upper lobe nodule which may represent a metastasis.", "Lung Lesion", "positive"),
     ],
+    # a hedged-row word ("infectious") follows a named positive pneumonia beside it, and a hedge wins over both
+    "hedged-row": [
+        ("Right lower lobe pneumonia, an infectious process.", "Pneumonia", "positive"),
+        ("Possible pneumonia, an infectious process.", "Pneumonia", "uncertain"),
+        ("Opacities most consistent with an infectious process.", "Pneumonia", "uncertain"),
+    ],
     # the rule is per sentence
     "per-sentence": [
         ("Small left effusion. Possible right effusion.", "Pleural Effusion", {"positive", "uncertain"}),

@@ -542,7 +542,9 @@ def mentions_from_doc(doc) -> list[Mention]:
       its positive mentions in that sentence become uncertain too ("blunting of the right
       costophrenic sulcus could be secondary to a small effusion versus scarring" is an uncertain
       effusion), except for the descriptive :data:`OBSERVATION_FINDINGS`, where the seen thing
-      makes the hedged mentions positive instead ("opacity, may represent infiltrate");
+      makes the hedged mentions positive instead ("opacity, may represent infiltrate"); a word of a
+      ``hedged`` target row is the other way round: it takes the polarity of a named positive
+      mention beside it ("pneumonia, an infectious process") and never hedges that one;
     * **a side travels along a link**: a lateral finding without a side word of its own takes the
       side of the mention just before it in the sentence when :func:`side_link` accepts the text
       between them (a look-alike or historical mention in between breaks the chain).
@@ -560,12 +562,10 @@ def mentions_from_doc(doc) -> list[Mention]:
             recs.append({"ent": ent, "lookalike": True})
             continue
         row_polarity = (ent._.target_rule.metadata or {}).get("polarity") if ent._.target_rule else None
-        fixed = row_polarity == "negative"
-        if fixed:
+        fixed, weak = row_polarity == "negative", row_polarity == "hedged"
+        if fixed or "NEGATED_EXISTENCE" in cats:
             polarity = "negative"
-        elif "NEGATED_EXISTENCE" in cats:
-            polarity = "negative"
-        elif "POSSIBLE_EXISTENCE" in cats or "HYPOTHETICAL" in cats or row_polarity == "hedged":
+        elif "POSSIBLE_EXISTENCE" in cats or "HYPOTHETICAL" in cats or weak:
             polarity = "uncertain"
         else:
             polarity = "positive"
@@ -580,7 +580,7 @@ def mentions_from_doc(doc) -> list[Mention]:
             attrs["LATERALITY"] = "bilateral"  # "small effusions": one on each side
         sent = ent.sent
         recs.append({"ent": ent, "lookalike": False, "findings": label.split("|"), "polarity": polarity,
-                     "fixed": fixed, "weak": row_polarity == "hedged", "attrs": attrs,
+                     "fixed": fixed, "weak": weak, "attrs": attrs,
                      "sent": sent.start_char if sent is not None else -1,
                      "sent_end": sent.end_char if sent is not None else len(doc.text),
                      "evidence": sent.text.strip() if sent is not None else ent.text, "side_after": side_after})
@@ -608,6 +608,8 @@ def mentions_from_doc(doc) -> list[Mention]:
                     polarity = "positive" if (r["sent"], finding) in seen else polarity
                 elif (r["sent"], finding) in hedged:
                     polarity = "uncertain"
+                elif r["weak"] and (r["sent"], finding) in seen:
+                    polarity = "positive"  # "pneumonia, an infectious process": one polarity per sentence
             out.append(
                 Mention(
                     finding=finding,
